@@ -1,0 +1,4 @@
+"""Pure logic and shared adapters used by both the supervisor and the workers.
+
+Nothing in this package imports ``workers`` or ``supervisor``.
+"""

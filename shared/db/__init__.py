@@ -1,0 +1,1 @@
+"""The database contract: schema, migrations and every query live under here."""

@@ -1,0 +1,47 @@
+"""Connections: which server, and how every connection is set up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from shared.db.embedded import embedded_url
+from shared.settings import Settings
+
+
+def database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    return embedded_url(settings.home)
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    # The vector type exists only after migrations; before them, plain rows are enough.
+    try:
+        register_vector(conn)
+    except psycopg.ProgrammingError:
+        pass
+
+
+def connect(url: str, *, autocommit: bool = False, application_name: str = "ingestd") -> psycopg.Connection[dict[str, Any]]:
+    conn = psycopg.connect(
+        url, autocommit=autocommit, row_factory=dict_row, application_name=application_name
+    )
+    _configure(conn)
+    return conn
+
+
+def make_pool(url: str, *, min_size: int = 1, max_size: int = 4, name: str = "ingestd") -> ConnectionPool:
+    return ConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row, "application_name": name},
+        configure=_configure,
+        open=True,
+        name=name,
+    )

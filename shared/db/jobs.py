@@ -1,0 +1,340 @@
+"""Every operation that changes a document's status, in one place.
+
+A document's status changes only through these functions, each one statement
+(or one transaction) that also writes the event-history row explaining it.
+Every change made by a worker is conditioned on that worker still holding the
+lease: if another worker reclaimed the document, the update matches nothing and
+``LeaseLost`` tells the caller to let go.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from shared.errors import ErrorClass, IngestError, LeaseLost
+from shared.states import ACTIVE, ACTIVE_OF, RESTING_OF, RUNNABLE, Status
+
+
+def _case(column: str, mapping: Mapping[Status, Status]) -> sql.Composed:
+    whens = sql.SQL(" ").join(
+        sql.SQL("WHEN {} THEN {}::document_status").format(sql.Literal(str(a)), sql.Literal(str(b)))
+        for a, b in mapping.items()
+    )
+    return sql.SQL("CASE {} {} END").format(sql.SQL(column), whens)
+
+
+def _in(statuses: Iterable[Status]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Literal(str(s)) for s in statuses)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: UUID
+    status: Status  # the active status the claim moved it to
+    claimed_from: Status
+    attempts: int
+    correlation_id: UUID
+    lease_expires_at: datetime
+
+
+# -- claiming -----------------------------------------------------------------
+
+_REAP = sql.SQL("""
+WITH expired AS (
+    SELECT id, status, lease_owner FROM documents
+    WHERE lease_owner IS NOT NULL AND lease_expires_at < now()
+      AND status IN ({active})
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE documents d SET
+        status = CASE WHEN d.attempts + 1 >= %(max_attempts)s THEN 'dead'::document_status
+                      ELSE {resting} END,
+        attempts = d.attempts + 1,
+        lease_owner = NULL, lease_expires_at = NULL, run_after = now(),
+        error_class = 'lease_expired',
+        error_message = 'lease held by ' || expired.lease_owner || ' expired during ' || expired.status
+    FROM expired WHERE d.id = expired.id
+    RETURNING d.id, d.status, d.attempts, d.correlation_id,
+              expired.status AS from_status, expired.lease_owner AS worker
+)
+INSERT INTO document_events
+    (document_id, event, stage, from_status, to_status, attempt, worker, correlation_id,
+     error_class, message)
+SELECT id, 'lease_expired', from_status::text, from_status, status, attempts, worker,
+       correlation_id, 'lease_expired', 'lease expired; ' ||
+       CASE WHEN status = 'dead' THEN 'attempts exhausted' ELSE 'requeued' END
+FROM upd
+""").format(active=_in(ACTIVE), resting=_case("expired.status", RESTING_OF))
+
+_CLAIM = sql.SQL("""
+WITH picked AS (
+    SELECT id, status FROM documents
+    WHERE status IN ({runnable}) AND run_after <= now()
+    ORDER BY run_after
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE documents d SET
+        status = {active},
+        lease_owner = %(owner)s,
+        lease_expires_at = now() + make_interval(secs => %(lease)s),
+        started_at = coalesce(d.started_at, now())
+    FROM picked WHERE d.id = picked.id
+    RETURNING d.id, d.status, picked.status AS claimed_from, d.attempts, d.correlation_id,
+              d.lease_expires_at
+), ev AS (
+    INSERT INTO document_events
+        (document_id, event, stage, from_status, to_status, attempt, worker, correlation_id)
+    SELECT id, 'claimed', status::text, claimed_from, status, attempts, %(owner)s, correlation_id
+    FROM upd
+)
+SELECT * FROM upd
+""").format(runnable=_in(RUNNABLE), active=_case("picked.status", ACTIVE_OF))
+
+
+def reap_expired(conn: psycopg.Connection[Any], *, max_attempts: int, limit: int = 100) -> int:
+    """Requeue (or kill) documents whose worker stopped renewing its lease."""
+    with conn.transaction():
+        cur = conn.execute(_REAP, {"limit": limit, "max_attempts": max_attempts})
+        return cur.rowcount
+
+
+def claim(
+    conn: psycopg.Connection[Any],
+    owner: str,
+    *,
+    limit: int = 1,
+    lease_seconds: float,
+    max_attempts: int,
+    reap: bool = True,
+) -> list[Claimed]:
+    """Claim up to ``limit`` runnable documents under a lease, in one transaction."""
+    with conn.transaction():
+        if reap:
+            conn.execute(_REAP, {"limit": 100, "max_attempts": max_attempts})
+        rows = conn.execute(
+            _CLAIM, {"limit": limit, "owner": owner, "lease": lease_seconds}
+        ).fetchall()
+    return [_claimed(r) for r in rows]
+
+
+def _claimed(r: Mapping[str, Any]) -> Claimed:
+    return Claimed(
+        id=r["id"],
+        status=Status(r["status"]),
+        claimed_from=Status(r["claimed_from"]),
+        attempts=r["attempts"],
+        correlation_id=r["correlation_id"],
+        lease_expires_at=r["lease_expires_at"],
+    )
+
+
+def extend_lease(
+    conn: psycopg.Connection[Any], doc_id: UUID, owner: str, *, lease_seconds: float
+) -> datetime:
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE documents SET lease_expires_at = now() + make_interval(secs => %s)"
+            " WHERE id = %s AND lease_owner = %s RETURNING lease_expires_at",
+            (lease_seconds, doc_id, owner),
+        ).fetchone()
+    if row is None:
+        raise LeaseLost(f"document {doc_id} is no longer leased by {owner}")
+    return row["lease_expires_at"]
+
+
+# -- ending an attempt ----------------------------------------------------------
+
+def add_event(
+    conn: psycopg.Connection[Any],
+    doc_id: UUID,
+    event: str,
+    *,
+    stage: str | None = None,
+    from_status: Status | None = None,
+    to_status: Status | None = None,
+    attempt: int | None = None,
+    worker: str | None = None,
+    error_class: str | None = None,
+    message: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    conn.execute(
+        "INSERT INTO document_events (document_id, event, stage, from_status, to_status, attempt,"
+        " worker, correlation_id, error_class, message, details)"
+        " SELECT id, %s, %s, %s, %s, coalesce(%s, attempts), %s, correlation_id, %s, %s, %s"
+        " FROM documents WHERE id = %s",
+        (
+            event, stage, from_status and str(from_status), to_status and str(to_status),
+            attempt, worker, error_class, message,
+            Jsonb(dict(details)) if details else None, doc_id,
+        ),
+    )
+
+
+def _set_clause(fields: Mapping[str, Any]) -> tuple[sql.Composable, list[Any]]:
+    parts = [sql.SQL("{} = %s").format(sql.Identifier(k)) for k in fields]
+    return sql.SQL(", ").join(parts), list(fields.values())
+
+
+def transition(
+    conn: psycopg.Connection[Any],
+    doc_id: UUID,
+    owner: str,
+    *,
+    from_status: Status,
+    to_status: Status,
+    fields: Mapping[str, Any] | None = None,
+    keep_lease: bool = False,
+    lease_seconds: float = 60.0,
+    event: str = "stage_finished",
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Move a leased document from ``from_status`` to ``to_status``.
+
+    Call it inside the transaction that wrote the stage's results, so the
+    status never claims more than the data shows.
+    """
+    values: dict[str, Any] = {"status": str(to_status), **(fields or {})}
+    if to_status is Status.COMPLETE:
+        values.setdefault("completed_at", datetime.now().astimezone())
+    set_sql, params = _set_clause(values)
+    lease_sql = (
+        sql.SQL("lease_expires_at = now() + make_interval(secs => %s)")
+        if keep_lease
+        else sql.SQL("lease_owner = NULL, lease_expires_at = NULL")
+    )
+    if keep_lease:
+        params.append(lease_seconds)
+    row = conn.execute(
+        sql.SQL(
+            "UPDATE documents SET {}, {} WHERE id = %s AND lease_owner = %s AND status = %s"
+            " RETURNING attempts"
+        ).format(set_sql, lease_sql),
+        [*params, doc_id, owner, str(from_status)],
+    ).fetchone()
+    if row is None:
+        raise LeaseLost(f"document {doc_id} is not {from_status} under {owner}'s lease")
+    add_event(
+        conn, doc_id, event, stage=str(from_status), from_status=from_status,
+        to_status=to_status, worker=owner, details=details,
+    )
+
+
+def retry_delay(attempts: int, *, base: float, cap: float, rng: random.Random | None = None,
+                retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter, never sooner than the server asked."""
+    rng = rng or random.Random()
+    delay = rng.uniform(0, min(cap, base * (2 ** max(attempts - 1, 0))))
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    attempts: int
+    run_after: datetime | None
+
+
+def end_attempt(
+    conn: psycopg.Connection[Any],
+    doc_id: UUID,
+    *,
+    owner: str | None,
+    active_status: Status | None,
+    error: IngestError,
+    max_attempts: int,
+    retry_base: float,
+    retry_cap: float,
+    worker: str | None = None,
+) -> Outcome:
+    """Record a failed attempt: retry later, fail permanently, or declare it dead.
+
+    ``owner=None`` (the supervisor releasing a dead worker's document) matches any
+    lease holder named ``worker``; otherwise the lease must be ours.
+    """
+    with conn.transaction():
+        cond = sql.SQL("id = %s AND lease_owner = %s")
+        params: list[Any] = [doc_id, owner if owner is not None else worker]
+        if active_status is not None:
+            cond = sql.SQL("{} AND status = %s").format(cond)
+            params.append(str(active_status))
+        row = conn.execute(
+            sql.SQL("SELECT status, attempts FROM documents WHERE {} FOR UPDATE").format(cond),
+            params,
+        ).fetchone()
+        if row is None:
+            raise LeaseLost(f"document {doc_id} is not leased by {owner or worker}")
+        current = Status(row["status"])
+        attempts = row["attempts"] + (1 if error.error_class.counts_attempt else 0)
+        cls = error.error_class
+        run_after: datetime | None = None
+        if not cls.retryable:
+            target, event = Status.FAILED, "failed"
+        elif attempts >= max_attempts:
+            target, event = Status.DEAD, "dead"
+        else:
+            target, event = RESTING_OF.get(current, current), "retry_scheduled"
+        delay = 0.0
+        if target not in (Status.FAILED, Status.DEAD):
+            delay = retry_delay(attempts, base=retry_base, cap=retry_cap,
+                                retry_after=error.retry_after)
+        upd = conn.execute(
+            "UPDATE documents SET status = %s, attempts = %s, error_class = %s,"
+            " error_message = %s, lease_owner = NULL, lease_expires_at = NULL,"
+            " run_after = now() + make_interval(secs => %s)"
+            " WHERE id = %s RETURNING run_after",
+            (str(target), attempts, str(cls), error.message[:2000], delay, doc_id),
+        ).fetchone()
+        run_after = upd["run_after"] if target not in (Status.FAILED, Status.DEAD) else None
+        add_event(
+            conn, doc_id, event, stage=str(current), from_status=current, to_status=target,
+            attempt=attempts, worker=owner or worker, error_class=str(cls),
+            message=error.message[:2000],
+            details={"retry_in_seconds": round(delay, 3)} if run_after else None,
+        )
+    return Outcome(target, attempts, run_after)
+
+
+def release_worker_leases(
+    conn: psycopg.Connection[Any],
+    worker: str,
+    *,
+    error_class: ErrorClass,
+    message: str,
+    max_attempts: int,
+    retry_base: float,
+    retry_cap: float,
+) -> list[tuple[UUID, Outcome]]:
+    """Release every document a dead worker held, counting the attempt at once."""
+    rows = conn.execute(
+        "SELECT id FROM documents WHERE lease_owner = %s", (worker,)
+    ).fetchall()
+    if not conn.autocommit:
+        conn.commit()
+    released = []
+    for r in rows:
+        try:
+            outcome = end_attempt(
+                conn, r["id"], owner=None, active_status=None,
+                error=IngestError(message, error_class=error_class),
+                max_attempts=max_attempts, retry_base=min(retry_base, 1.0), retry_cap=retry_cap,
+                worker=worker,
+            )
+        except LeaseLost:
+            continue  # reclaimed or finished meanwhile
+        released.append((r["id"], outcome))
+    return released

@@ -1,0 +1,83 @@
+"""Read-only queries behind ``ingestd status``, ``ingestd show`` and ``/v1/status``."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from shared.states import RUNNABLE, Status
+
+
+def counts_by_status(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    counts = {str(s): 0 for s in Status}
+    for row in conn.execute("SELECT status, count(*) AS n FROM documents GROUP BY status"):
+        counts[str(row["status"])] = row["n"]
+    return counts
+
+
+def queue_summary(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT"
+        " coalesce(extract(epoch FROM now() - min(run_after)) FILTER ("
+        "   WHERE status = ANY(%s::document_status[]) AND run_after <= now()), 0)"
+        "   AS oldest_runnable_age_seconds,"
+        " count(*) FILTER (WHERE status = ANY(%s::document_status[]) AND run_after <= now())"
+        "   AS runnable,"
+        " count(*) FILTER (WHERE lease_owner IS NOT NULL) AS leased,"
+        " coalesce(sum(embed_tokens), 0) AS embed_tokens,"
+        " coalesce(sum(cost_usd), 0) AS cost_usd"
+        " FROM documents",
+        ([str(s) for s in RUNNABLE], [str(s) for s in RUNNABLE]),
+    ).fetchone()
+    assert row is not None
+    return {
+        "runnable": row["runnable"],
+        "leased": row["leased"],
+        "oldest_runnable_age_seconds": float(row["oldest_runnable_age_seconds"]),
+        "embed_tokens": int(row["embed_tokens"]),
+        "cost_usd": float(row["cost_usd"]),
+    }
+
+
+def completed_since(conn: psycopg.Connection[Any], seconds: float) -> int:
+    row = conn.execute(
+        "SELECT count(*) AS n FROM documents WHERE status = 'complete'"
+        " AND completed_at > now() - make_interval(secs => %s)",
+        (seconds,),
+    ).fetchone()
+    return int(row["n"]) if row else 0
+
+
+_DOC_FIELDS = (
+    "id, source, filename, mime_type, size_bytes, content_sha256, correlation_id, status,"
+    " attempts, run_after, lease_owner, lease_expires_at, error_class, error_message, parser,"
+    " chunker, chunker_version, embedding_model, parsed_chars, pages, chunks_total,"
+    " chunks_embedded, tokens_total, embed_tokens, cost_usd, created_at, updated_at,"
+    " started_at, completed_at"
+)
+
+
+def document(conn: psycopg.Connection[Any], doc_id: UUID) -> dict[str, Any] | None:
+    return conn.execute(f"SELECT {_DOC_FIELDS} FROM documents WHERE id = %s", (doc_id,)).fetchone()
+
+
+def events(conn: psycopg.Connection[Any], doc_id: UUID) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT at, event, stage, from_status, to_status, attempt, worker, error_class,"
+        " message, details FROM document_events WHERE document_id = %s ORDER BY id",
+        (doc_id,),
+    ).fetchall()
+
+
+def find_document_id(conn: psycopg.Connection[Any], prefix: str) -> UUID | None:
+    """Accept a full id or an unambiguous prefix, as operators paste them."""
+    try:
+        return UUID(prefix)
+    except ValueError:
+        pass
+    rows = conn.execute(
+        "SELECT id FROM documents WHERE id::text LIKE %s LIMIT 2", (prefix.lower() + "%",)
+    ).fetchall()
+    return rows[0]["id"] if len(rows) == 1 else None

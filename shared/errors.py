@@ -1,0 +1,112 @@
+"""The small, documented set of error classes every decision in ingestd is made on.
+
+An error that reaches a document is always one of these classes, recorded on the
+document row (``error_class``, ``error_message``) and in its event history.
+
+| class          | meaning                                        | what happens                       |
+|----------------|------------------------------------------------|------------------------------------|
+| transient      | network error, timeout, 5xx, malformed reply   | retried with backoff (attempt++)   |
+| rate_limited   | 429 rate_limit_exceeded / upload throttling     | retried after the server's delay   |
+| circuit_open   | the service's breaker is open                  | rescheduled, no attempt counted    |
+| invalid_input  | the document itself is bad                     | ``failed`` at once                 |
+| auth           | 401/403: wrong or missing key                  | ``failed`` at once                 |
+| quota          | insufficient_quota / 402 out of credits        | ``failed`` at once                 |
+| internal       | a bug in ingestd (unexpected exception)        | retried within the attempt budget  |
+| lease_expired  | a worker stopped renewing its lease            | reclaimed (attempt++)              |
+| crash          | the worker process died                        | released at once (attempt++)       |
+| memory         | the worker passed its hard memory ceiling      | released at once (attempt++)       |
+| deadline       | a stage ran past its deadline                  | released at once (attempt++)       |
+| cancelled      | an operator stopped the work                   | ``failed``                         |
+
+When retries are exhausted the document ends ``dead`` and keeps the class of the
+last error, so "dead because of memory" is visible in one query.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorClass(StrEnum):
+    TRANSIENT = "transient"
+    RATE_LIMITED = "rate_limited"
+    CIRCUIT_OPEN = "circuit_open"
+    INVALID_INPUT = "invalid_input"
+    AUTH = "auth"
+    QUOTA = "quota"
+    INTERNAL = "internal"
+    LEASE_EXPIRED = "lease_expired"
+    CRASH = "crash"
+    MEMORY = "memory"
+    DEADLINE = "deadline"
+    CANCELLED = "cancelled"
+
+    @property
+    def retryable(self) -> bool:
+        return self not in _PERMANENT
+
+    @property
+    def counts_attempt(self) -> bool:
+        """An open circuit says nothing about the document, so it costs no attempt."""
+        return self is not ErrorClass.CIRCUIT_OPEN
+
+
+_PERMANENT = frozenset(
+    {ErrorClass.INVALID_INPUT, ErrorClass.AUTH, ErrorClass.QUOTA, ErrorClass.CANCELLED}
+)
+
+
+class IngestError(Exception):
+    """An error with a class. ``message`` is human-readable and must never carry
+    document text, secrets or whole payloads: it is stored and reported."""
+
+    error_class: ErrorClass = ErrorClass.INTERNAL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_class: ErrorClass | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if error_class is not None:
+            self.error_class = error_class
+        # Seconds the remote side asked us to wait, when it said so.
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return f"{self.error_class}: {self.message}"
+
+
+class TransientError(IngestError):
+    error_class = ErrorClass.TRANSIENT
+
+
+class RateLimited(IngestError):
+    error_class = ErrorClass.RATE_LIMITED
+
+
+class CircuitOpen(IngestError):
+    error_class = ErrorClass.CIRCUIT_OPEN
+
+
+class InvalidInput(IngestError):
+    error_class = ErrorClass.INVALID_INPUT
+
+
+class AuthError(IngestError):
+    error_class = ErrorClass.AUTH
+
+
+class QuotaExhausted(IngestError):
+    error_class = ErrorClass.QUOTA
+
+
+class ConfigError(Exception):
+    """Bad or missing configuration: reported at start-up, before any work is taken."""
+
+
+class LeaseLost(Exception):
+    """Another worker now owns the document (our lease expired): abandon it quietly."""

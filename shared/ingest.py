@@ -1,0 +1,158 @@
+"""Accepting documents: bytes into a large object, one ``documents`` row, one event.
+
+Idempotent by construction: the document id is derived from the content hash,
+so the same bytes ingested twice return the existing document and create
+nothing new.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import psycopg
+
+from shared.db.blobs import write_blob
+from shared.errors import IngestError
+
+# Fixed namespace: document ids are stable across installations.
+DOCUMENT_NAMESPACE = uuid.UUID("5b2f6f0e-3c1a-4d7e-9a55-1e0c8f7d2a61")
+SNIFF_BYTES = 4096
+
+
+def document_id_for(sha256_hex: str) -> uuid.UUID:
+    return uuid.uuid5(DOCUMENT_NAMESPACE, sha256_hex)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    path: str
+    status: str  # the document's status, or "rejected"
+    document_id: uuid.UUID | None = None
+    created: bool = False
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "document_id": str(self.document_id) if self.document_id else None,
+            "status": self.status,
+            "created": self.created,
+            "error": self.error,
+        }
+
+
+def sniff_mime(filename: str, head: bytes) -> str:
+    """The parser library's detection; an undetectable type is stored as octet-stream
+    so the parse stage records the classified error on the document."""
+    from shared.parsers import detect_mime
+
+    try:
+        return detect_mime(filename, head)
+    except IngestError:
+        return "application/octet-stream"
+
+
+def ingest_stream(
+    conn: psycopg.Connection[Any],
+    stream: BinaryIO,
+    *,
+    source: str,
+    filename: str,
+    mime_type: str | None = None,
+) -> IngestResult:
+    """Store one document. ``conn`` must not be inside a transaction."""
+    head = stream.read(SNIFF_BYTES)
+    if not head:
+        return IngestResult(source, "rejected", error="file is empty")
+    mime = mime_type or sniff_mime(filename, head)
+    stream = _Prepended(head, stream)  # type: ignore[assignment]
+    correlation_id = uuid.uuid4()
+    try:
+        return _store(conn, stream, source=source, filename=filename, mime=mime,
+                      correlation_id=correlation_id)
+    except _Duplicate as dup:
+        row = conn.execute("SELECT status FROM documents WHERE id = %s", (dup.doc_id,)).fetchone()
+        return IngestResult(source, str(row["status"]) if row else "unknown", dup.doc_id)
+
+
+def _store(conn: psycopg.Connection[Any], stream: Any, *, source: str, filename: str, mime: str,
+           correlation_id: uuid.UUID) -> IngestResult:
+    with conn.transaction():
+        oid, sha, size = write_blob(conn, stream)  # type: ignore[arg-type]
+        doc_id = document_id_for(sha)
+        row = conn.execute(
+            "INSERT INTO documents (id, content_sha256, source, filename, mime_type, size_bytes,"
+            " blob_oid, correlation_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (content_sha256) DO NOTHING RETURNING id, status",
+            (doc_id, sha, source, filename, mime, size, oid, correlation_id),
+        ).fetchone()
+        if row is None:
+            # Same bytes already stored: drop the copy we just wrote.
+            raise _Duplicate(doc_id)
+        conn.execute(
+            "INSERT INTO document_events (document_id, event, to_status, attempt, correlation_id,"
+            " details) VALUES (%s, 'ingested', 'queued', 0, %s, %s)",
+            (doc_id, correlation_id, psycopg.types.json.Jsonb(
+                {"size_bytes": size, "mime_type": mime, "source": source})),
+        )
+    return IngestResult(source, "queued", doc_id, created=True)
+
+
+class _Duplicate(Exception):
+    def __init__(self, doc_id: uuid.UUID) -> None:
+        self.doc_id = doc_id
+
+
+class _Prepended:
+    """A stream that yields ``head`` first, then the rest of ``rest``."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def read(self, n: int) -> bytes:
+        if self._head:
+            out, self._head = self._head[:n], self._head[n:]
+            return out
+        return self._rest.read(n)
+
+
+def ingest_file(conn: psycopg.Connection[Any], path: Path, *, source: str | None = None) -> IngestResult:
+    shown = str(path)
+    try:
+        with path.open("rb") as fh:
+            result = ingest_stream(conn, fh, source=source or str(path.resolve()),
+                                   filename=path.name)
+            return IngestResult(shown, result.status, result.document_id, result.created,
+                                result.error)
+    except FileNotFoundError:
+        return IngestResult(shown, "rejected", error="no such file")
+    except IsADirectoryError:
+        return IngestResult(shown, "rejected", error="is a directory")
+    except PermissionError:
+        return IngestResult(shown, "rejected", error="permission denied")
+    except OSError as exc:
+        return IngestResult(shown, "rejected", error=f"cannot read file: {exc.strerror or exc}")
+
+
+def iter_paths(paths: list[Path]) -> Iterator[tuple[Path, str | None]]:
+    """Files under ``paths`` (directories recursively, hidden entries skipped),
+    or (path, error) for a path that cannot be used."""
+    for root in paths:
+        if not root.exists() and not root.is_symlink():
+            yield root, "no such file or directory"
+        elif root.is_dir():
+            for dirpath, dirnames, filenames in os.walk(root, onerror=None):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    if not name.startswith("."):
+                        yield Path(dirpath) / name, None
+        elif root.is_file():
+            yield root, None
+        else:
+            yield root, "not a regular file"

@@ -1,0 +1,1 @@
+"""The master process: CLI, supervisor loop, child bookkeeping, HTTP child."""

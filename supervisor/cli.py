@@ -1,0 +1,282 @@
+"""The ``ingestd`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ConfigError
+from shared.settings import Settings, load_settings
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_json_default, sort_keys=False)
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    return load_settings(args.config, **overrides)
+
+
+def _db(settings: Settings, *, migrate: bool = True) -> Any:
+    from shared.db.connect import connect, database_url
+    from shared.db.migrate import migrate as run_migrations
+
+    url = database_url(settings)
+    if migrate:
+        run_migrations(url)
+    return connect(url, autocommit=True, application_name="ingestd-cli")
+
+
+# -- commands -------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from supervisor.arbiter import Arbiter
+
+    settings = _settings(args, workers=args.workers)
+    return Arbiter(settings, config_path=args.config, drain=args.drain).run()
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from shared.ingest import ingest_file, iter_paths
+
+    settings = _settings(args)
+    conn = _db(settings)
+    results = []
+    rejected = 0
+    for path, error in iter_paths([Path(p) for p in args.paths]):
+        if error is not None:
+            from shared.ingest import IngestResult
+
+            result = IngestResult(str(path), "rejected", error=error)
+        else:
+            result = ingest_file(conn, path)
+        rejected += result.status == "rejected"
+        results.append(result)
+        if args.json:
+            print(dumps(result.as_json()), flush=True)
+        elif result.status == "rejected":
+            print(f"rejected  {result.path}: {result.error}", file=sys.stderr)
+        elif not args.quiet:
+            verb = "queued" if result.created else f"exists ({result.status})"
+            print(f"{verb:<10}{result.document_id}  {result.path}")
+    if not results:
+        print("nothing to ingest: no files found", file=sys.stderr)
+        return 1
+    if args.wait:
+        from supervisor.progress import wait_for_documents
+
+        ids = [r.document_id for r in results if r.document_id is not None]
+        ok = wait_for_documents(conn, ids, show_progress=not args.json and sys.stderr.isatty(),
+                                emit_json=args.json)
+        return 0 if ok and not rejected else 1
+    return 1 if rejected else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from supervisor.status import gather_status, render_status, watch_status
+
+    settings = _settings(args)
+    conn = _db(settings)
+    if args.watch:
+        return watch_status(conn, interval=args.interval)
+    status = gather_status(conn)
+    if args.json:
+        print(dumps(status))
+    else:
+        render_status(status)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from shared.db import reports
+    from supervisor.status import render_document
+
+    settings = _settings(args)
+    conn = _db(settings)
+    doc_id = reports.find_document_id(conn, args.document_id)
+    doc = reports.document(conn, doc_id) if doc_id else None
+    if doc is None:
+        print(f"no document matches {args.document_id!r}", file=sys.stderr)
+        return 1
+    history = reports.events(conn, doc["id"])
+    if args.json:
+        print(dumps({"document": doc, "events": history}))
+    else:
+        render_document(doc, history)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from workers.search import search
+
+    settings = _settings(args)
+    conn = _db(settings)
+    hits = search(conn, settings, args.query, k=args.k)
+    if args.json:
+        for hit in hits:
+            print(dumps(hit))
+    else:
+        for i, hit in enumerate(hits, 1):
+            print(f"{i:>2}. {hit['distance']:.4f}  {hit['filename']} #{hit['ordinal']}"
+                  f"  ({hit['document_id']})")
+            print(f"      {hit['snippet']}")
+        if not hits:
+            print("no results (has anything been ingested and completed?)", file=sys.stderr)
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from shared.db.connect import database_url
+    from shared.db.migrate import migrate
+
+    settings = _settings(args)
+    url = database_url(settings)
+    if args.db_command == "url":
+        print(url)
+        return 0
+    applied = migrate(url)
+    print(f"applied migrations: {applied}" if applied else "database schema is current")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from workers.admin import retry_documents
+
+    settings = _settings(args)
+    conn = _db(settings)
+    n = retry_documents(conn, args.document_ids, all_failed=args.all_failed)
+    print(f"requeued {n} document(s)")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from shared.db import reports
+
+    settings = _settings(args)
+    conn = _db(settings)
+    missing = 0
+    for ref in args.document_ids:
+        doc_id = reports.find_document_id(conn, ref)
+        deleted = doc_id and conn.execute(
+            "DELETE FROM documents WHERE id = %s RETURNING id", (doc_id,)).fetchone()
+        if deleted:
+            print(f"deleted {doc_id}")
+        else:
+            missing += 1
+            print(f"no document matches {ref!r}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def cmd_reembed(args: argparse.Namespace) -> int:
+    from workers.admin import reembed
+
+    settings = _settings(args)
+    conn = _db(settings)
+    n = reembed(conn, settings, confirm=args.yes)
+    print(f"{n} document(s) queued for re-embedding with {settings.embedder}")
+    return 0
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from shared.emulators.cli import main as emulator_main
+
+    return emulator_main(args.emulator_args)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from supervisor.control import request_profile
+
+    settings = _settings(args)
+    path = request_profile(settings, slot=args.slot)
+    print(f"worker {args.slot} will record its next document with memray: {path}")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ingestd", description=__doc__)
+    p.add_argument("--config", help="TOML settings file (or INGESTD_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = add("run", cmd_run, "run the daemon: a supervisor and its workers")
+    sp.add_argument("--workers", type=int, help="number of worker processes (INGESTD_WORKERS)")
+    sp.add_argument("--drain", action="store_true",
+                    help="exit 0 once nothing is runnable or in flight")
+
+    sp = add("ingest", cmd_ingest, "enqueue files and directories (recursively)")
+    sp.add_argument("paths", nargs="+")
+    sp.add_argument("--wait", action="store_true", help="block until every document is terminal")
+    sp.add_argument("--json", action="store_true", help="one JSON object per line")
+    sp.add_argument("-q", "--quiet", action="store_true")
+
+    sp = add("status", cmd_status, "documents by status, workers, throughput")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--watch", action="store_true", help="live view in a terminal")
+    sp.add_argument("--interval", type=float, default=1.0)
+
+    sp = add("show", cmd_show, "one document: its timeline, errors, tokens and cost")
+    sp.add_argument("document_id")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("search", cmd_search, "nearest chunks to a query")
+    sp.add_argument("query")
+    sp.add_argument("-k", type=int, default=5)
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("db", cmd_db, "database administration")
+    sp.add_argument("db_command", choices=["migrate", "url"])
+
+    sp = add("retry", cmd_retry, "requeue failed or dead documents")
+    sp.add_argument("document_ids", nargs="*")
+    sp.add_argument("--all-failed", action="store_true", help="every failed and dead document")
+
+    sp = add("delete", cmd_delete, "delete documents, their chunks and their bytes")
+    sp.add_argument("document_ids", nargs="+")
+
+    sp = add("reembed", cmd_reembed,
+             "switch the embedding model: drop all vectors and re-embed every document")
+    sp.add_argument("--yes", action="store_true", help="confirm dropping existing vectors")
+
+    sp = add("emulator", cmd_emulator, "run a local emulator of an external API (for tests)")
+    sp.add_argument("emulator_args", nargs=argparse.REMAINDER)
+
+    sp = add("profile", cmd_profile, "record a running worker's next document with memray")
+    sp.add_argument("--slot", type=int, default=0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import psycopg
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"ingestd: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"ingestd: cannot reach the database: {first}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Fixtures that start real services: PostgreSQL + pgvector, one database per xdist worker.
+
+``INGESTD_DATABASE_URL``, when set, names the server to use (databases are
+created on it); otherwise one embedded pgserver is shared by all xdist workers.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import conninfo
+
+from shared.db.connect import connect
+from shared.db.embedded import embedded_url
+from shared.db.migrate import migrate
+from shared.ingest import IngestResult, ingest_stream
+from shared.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> str:
+    configured = os.environ.get("INGESTD_TEST_ADMIN_URL") or os.environ.get("INGESTD_DATABASE_URL")
+    if configured:
+        return configured
+    base = tmp_path_factory.getbasetemp()
+    shared_root = base.parent if worker_id != "master" else base
+    return embedded_url(shared_root / "pgserver-home")
+
+
+def _db_url(admin_url: str, name: str) -> str:
+    return conninfo.make_conninfo(admin_url, dbname=name)
+
+
+def create_database(admin_url: str, name: str, *, migrated: bool = True) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = _db_url(admin_url, name)
+    if migrated:
+        migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def db_url(pg_admin_url: str, worker_id: str) -> str:
+    return create_database(pg_admin_url, f"ingestd_test_{worker_id}")
+
+
+@pytest.fixture
+def fresh_db_url(pg_admin_url: str) -> Callable[..., str]:
+    def make(*, migrated: bool = False) -> str:
+        return create_database(pg_admin_url, f"ingestd_t_{uuid.uuid4().hex[:12]}", migrated=migrated)
+
+    return make
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """An autocommit connection to this xdist worker's database, emptied first."""
+    c = connect(db_url, autocommit=True, application_name="ingestd-test")
+    c.execute(
+        "TRUNCATE documents, chunks, parsed_segments, document_events, webhook_deliveries CASCADE"
+    )
+    c.execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+    c.execute("DELETE FROM ingestd_meta")
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def make_settings(db_url: str, tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        env = {
+            "INGESTD_HOME": str(tmp_path / "home"),
+            "INGESTD_DATABASE_URL": db_url,
+            "INGESTD_EMBEDDER": "hash",
+        }
+        return load_settings(environ=env, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def ingest_bytes(conn: psycopg.Connection[Any]) -> Callable[..., IngestResult]:
+    def ingest(data: bytes, name: str = "doc.txt", mime_type: str | None = "text/plain") -> IngestResult:
+        return ingest_stream(
+            conn, io.BytesIO(data), source=f"test://{name}", filename=name, mime_type=mime_type
+        )
+
+    return ingest
+
+
+@pytest.fixture
+def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for running ``ingestd`` as a real subprocess against the test database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTD_", "OPENAI_"))}
+    env.update(
+        INGESTD_HOME=str(tmp_path / "home"),
+        INGESTD_DATABASE_URL=db_url,
+        INGESTD_EMBEDDER="hash",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
