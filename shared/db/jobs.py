@@ -117,16 +117,27 @@ def claim(
     limit: int = 1,
     lease_seconds: float,
     max_attempts: int,
-    reap: bool = True,
+    reap: bool = False,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` runnable documents under a lease, in one transaction."""
-    with conn.transaction():
-        if reap:
-            conn.execute(_REAP, {"limit": 100, "max_attempts": max_attempts})
-        rows = conn.execute(
-            _CLAIM, {"limit": limit, "owner": owner, "lease": lease_seconds}
-        ).fetchall()
-    return [_claimed(r) for r in rows]
+    """Claim up to ``limit`` runnable documents under a lease.
+
+    One statement, so one transaction even on an autocommit connection: the
+    rows are locked, stamped with our lease and logged before anyone else can
+    see them. ``reap`` first requeues expired leases (workers do that on a
+    timer, not on every claim).
+    """
+    params = {"limit": limit, "owner": owner, "lease": lease_seconds}
+    if reap:
+        reap_expired(conn, max_attempts=max_attempts)
+    # Pipelined: BEGIN, SET, the claim and COMMIT go in one round trip.
+    # Asynchronous commit is safe for a claim and only for a claim: if the server
+    # crashes before it is flushed, the claim is simply lost and the document is
+    # runnable again, and any later (synchronous) commit by the claimant flushes
+    # the WAL up to and including the claim first.
+    with conn.pipeline(), conn.transaction():
+        conn.execute("SET LOCAL synchronous_commit = off")
+        cur = conn.execute(_CLAIM, params)
+    return [_claimed(r) for r in cur.fetchall()]
 
 
 def _claimed(r: Mapping[str, Any]) -> Claimed:
@@ -338,3 +349,27 @@ def release_worker_leases(
             continue  # reclaimed or finished meanwhile
         released.append((r["id"], outcome))
     return released
+
+
+def release(conn: psycopg.Connection[Any], doc_id: UUID, owner: str, *, reason: str) -> bool:
+    """Give a document back without counting an attempt (graceful stop at a checkpoint).
+
+    Work already committed stays; the next worker resumes from the resting status.
+    """
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT status FROM documents WHERE id = %s AND lease_owner = %s FOR UPDATE",
+            (doc_id, owner),
+        ).fetchone()
+        if row is None:
+            return False
+        current = Status(row["status"])
+        target = RESTING_OF.get(current, current)
+        conn.execute(
+            "UPDATE documents SET status = %s, lease_owner = NULL, lease_expires_at = NULL,"
+            " run_after = now() WHERE id = %s",
+            (str(target), doc_id),
+        )
+        add_event(conn, doc_id, "released", stage=str(current), from_status=current,
+                  to_status=target, worker=owner, message=reason)
+    return True

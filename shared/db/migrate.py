@@ -84,9 +84,25 @@ def migrate(url: str) -> list[int]:
 
 
 def _sync_transitions(conn: psycopg.Connection[Any]) -> None:
+    edges = sorted((str(a), str(b)) for a, b in TRANSITIONS)
     conn.execute("DELETE FROM document_transitions")
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO document_transitions (from_status, to_status) VALUES (%s, %s)",
-            sorted((str(a), str(b)) for a, b in TRANSITIONS),
+            "INSERT INTO document_transitions (from_status, to_status) VALUES (%s, %s)", edges
         )
+    # The trigger checks a constant array rather than querying the table: a
+    # claim of 50 documents fires it 50 times, and an SPI query per row would
+    # cost more than the claim itself. Both are generated from the same edges.
+    allowed = ", ".join(f"'{a}>{b}'" for a, b in edges)
+    conn.execute(f"""
+CREATE OR REPLACE FUNCTION ingestd_check_transition() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF NOT ((OLD.status::text || '>' || NEW.status::text) = ANY (ARRAY[{allowed}])) THEN
+        RAISE EXCEPTION 'illegal document transition % -> % (document %)',
+            OLD.status, NEW.status, OLD.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END $fn$""".encode())

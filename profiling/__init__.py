@@ -1,0 +1,1 @@
+"""Benchmarks, memory profiles and the performance report. Not imported by ingestd itself."""

@@ -1,0 +1,113 @@
+"""Writes and reads of the public ``chunks`` table.
+
+Chunk identity is (document, chunker, chunker version, ordinal): a retry
+rewrites the same rows, never new ones. Vectors are written only for rows that
+have none yet, so a resumed embed stage cannot double-write, and a NULL
+embedding means "not embedded yet" — there are no placeholders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import psycopg
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    ordinal: int
+    text: str
+    token_count: int
+    heading: str | None = None
+
+
+def delete_unembedded(conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int) -> int:
+    """Remove what an interrupted chunk attempt left; embedded rows are kept."""
+    cur = conn.execute(
+        "DELETE FROM chunks WHERE document_id = %s AND chunker = %s AND chunker_version = %s"
+        " AND embedding IS NULL",
+        (doc_id, chunker, version),
+    )
+    return cur.rowcount
+
+
+def copy_chunks(
+    conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int,
+    rows: Iterable[ChunkRow],
+) -> int:
+    n = 0
+    with conn.cursor().copy(
+        "COPY chunks (document_id, chunker, chunker_version, ordinal, text, token_count, heading)"
+        " FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["uuid", "text", "int4", "int4", "text", "int4", "text"])
+        for r in rows:
+            copy.write_row((doc_id, chunker, version, r.ordinal, r.text, r.token_count, r.heading))
+            n += 1
+    return n
+
+
+def iter_unembedded(
+    conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int, *, page: int = 1024,
+) -> Iterator[ChunkRow]:
+    """Chunks without a vector, in ordinal order, a page at a time (keyset)."""
+    last = -1
+    while True:
+        rows = conn.execute(
+            "SELECT ordinal, text, token_count FROM chunks"
+            " WHERE document_id = %s AND chunker = %s AND chunker_version = %s"
+            " AND embedding IS NULL AND ordinal > %s ORDER BY ordinal LIMIT %s",
+            (doc_id, chunker, version, last, page),
+        ).fetchall()
+        if not rows:
+            return
+        for r in rows:
+            yield ChunkRow(r["ordinal"], r["text"], r["token_count"])
+        last = rows[-1]["ordinal"]
+
+
+def _vector_binary(vec: np.ndarray) -> bytes:
+    # pgvector's binary wire format: int16 dims, int16 unused, big-endian float32s.
+    return len(vec).to_bytes(2, "big") + b"\x00\x00" + vec.astype(">f4", copy=False).tobytes()
+
+
+def write_vectors(
+    conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int, model: str,
+    ordinals: Sequence[int], vectors: np.ndarray,
+) -> int:
+    """Set the vectors of chunks that have none; return rows written. Call in a transaction."""
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS ingestd_vectors_in (ordinal int4, embedding vector)"
+        " ON COMMIT DELETE ROWS"
+    )
+    with conn.cursor().copy(
+        "COPY ingestd_vectors_in (ordinal, embedding) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["int4", "bytea"])
+        for ordinal, vec in zip(ordinals, vectors, strict=True):
+            copy.write_row((ordinal, _vector_binary(vec)))
+    cur = conn.execute(
+        "UPDATE chunks c SET embedding = v.embedding, embedding_model = %s, embedded_at = now()"
+        " FROM ingestd_vectors_in v"
+        " WHERE c.document_id = %s AND c.chunker = %s AND c.chunker_version = %s"
+        " AND c.ordinal = v.ordinal AND c.embedding IS NULL",
+        (model, doc_id, chunker, version),
+    )
+    return cur.rowcount
+
+
+def embedding_counts(
+    conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int,
+) -> tuple[int, int]:
+    """(chunks, chunks with a vector) for one document's chunker version."""
+    row = conn.execute(
+        "SELECT count(*) AS total, count(embedding) AS embedded FROM chunks"
+        " WHERE document_id = %s AND chunker = %s AND chunker_version = %s",
+        (doc_id, chunker, version),
+    ).fetchone()
+    assert row is not None
+    return int(row["total"]), int(row["embedded"])

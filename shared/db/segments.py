@@ -1,0 +1,44 @@
+"""Parsed text, stored in bounded segments so any worker on any host continues from
+``parsed`` and nobody holds a whole document in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+READ_PAGE = 64  # segments per query when reading back
+
+
+def clear(conn: psycopg.Connection[Any], doc_id: UUID) -> None:
+    conn.execute("DELETE FROM parsed_segments WHERE document_id = %s", (doc_id,))
+
+
+def write(conn: psycopg.Connection[Any], doc_id: UUID, start_seq: int, texts: Iterable[str]) -> int:
+    """COPY segments numbered from ``start_seq``; return how many were written."""
+    n = 0
+    with conn.cursor().copy(
+        "COPY parsed_segments (document_id, seq, text) FROM STDIN"
+    ) as copy:
+        for text in texts:
+            copy.write_row((doc_id, start_seq + n, text))
+            n += 1
+    return n
+
+
+def read(conn: psycopg.Connection[Any], doc_id: UUID) -> Iterator[str]:
+    """Yield the document's segments in order, a page of them at a time."""
+    last = -1
+    while True:
+        rows = conn.execute(
+            "SELECT seq, text FROM parsed_segments WHERE document_id = %s AND seq > %s"
+            " ORDER BY seq LIMIT %s",
+            (doc_id, last, READ_PAGE),
+        ).fetchall()
+        if not rows:
+            return
+        for r in rows:
+            yield r["text"]
+        last = rows[-1]["seq"]
