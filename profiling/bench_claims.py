@@ -63,8 +63,10 @@ def run_case(url: str, docs: int, consumers: int, batch: int) -> dict[str, Any]:
     _fill(url, docs)
     ctx = mp.get_context("fork")
     barrier, out = ctx.Barrier(consumers), ctx.Queue()
-    procs = [ctx.Process(target=_consume, args=(url, f"bench{i}", batch, barrier, out))
-             for i in range(consumers)]
+    procs = [
+        ctx.Process(target=_consume, args=(url, f"bench{i}", batch, barrier, out))
+        for i in range(consumers)
+    ]
     for p in procs:
         p.start()
     results = [out.get() for _ in procs]
@@ -73,15 +75,24 @@ def run_case(url: str, docs: int, consumers: int, batch: int) -> dict[str, Any]:
     claimed = sum(n for n, _ in results)
     wall = max(t for _, t in results)
     with psycopg.connect(url) as c:
-        events = c.execute("SELECT count(*) FROM document_events WHERE event = 'claimed'").fetchone()
+        events = c.execute(
+            "SELECT count(*) FROM document_events WHERE event = 'claimed'"
+        ).fetchone()
     assert claimed == docs, f"claimed {claimed} of {docs}"
     assert events is not None and events[0] == docs
-    return {"consumers": consumers, "batch": batch, "docs": docs,
-            "seconds": round(wall, 3), "claims_per_second": round(claimed / wall)}
+    return {
+        "consumers": consumers,
+        "batch": batch,
+        "docs": docs,
+        "seconds": round(wall, 3),
+        "claims_per_second": round(claimed / wall),
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--docs", type=int, default=20_000)
     ap.add_argument("--consumers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 10, 50])
@@ -97,8 +108,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             docs = args.docs if batch > 1 else min(args.docs, 10_000)
             r = run_case(url, docs, consumers, batch)
             rows.append(r)
-            print(f"{r['consumers']:>9} {r['batch']:>5} {r['docs']:>7} {r['seconds']:>8} "
-                  f"{r['claims_per_second']:>9}", flush=True)
+            print(
+                f"{r['consumers']:>9} {r['batch']:>5} {r['docs']:>7} {r['seconds']:>8} "
+                f"{r['claims_per_second']:>9}",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps({"claims": rows}, indent=2))
     return rows

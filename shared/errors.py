@@ -3,20 +3,20 @@
 An error that reaches a document is always one of these classes, recorded on the
 document row (``error_class``, ``error_message``) and in its event history.
 
-| class          | meaning                                        | what happens                       |
-|----------------|------------------------------------------------|------------------------------------|
-| transient      | network error, timeout, 5xx, malformed reply   | retried with backoff (attempt++)   |
-| rate_limited   | 429 rate_limit_exceeded / upload throttling     | retried after the server's delay   |
-| circuit_open   | the service's breaker is open                  | rescheduled, no attempt counted    |
-| invalid_input  | the document itself is bad                     | ``failed`` at once                 |
-| auth           | 401/403: wrong or missing key                  | ``failed`` at once                 |
-| quota          | insufficient_quota / 402 out of credits        | ``failed`` at once                 |
-| internal       | a bug in ingestd (unexpected exception)        | retried within the attempt budget  |
-| lease_expired  | a worker stopped renewing its lease            | reclaimed (attempt++)              |
-| crash          | the worker process died                        | released at once (attempt++)       |
-| memory         | the worker passed its hard memory ceiling      | released at once (attempt++)       |
-| deadline       | a stage ran past its deadline                  | released at once (attempt++)       |
-| cancelled      | an operator stopped the work                   | ``failed``                         |
+| class | meaning | what happens |
+|---|---|---|
+| transient | network error, timeout, 5xx, malformed reply | retried with backoff (attempt++) |
+| rate_limited | 429 rate_limit_exceeded / upload throttling | retried after the server's delay |
+| circuit_open | the service's breaker is open | rescheduled, no attempt counted |
+| invalid_input | the document itself is bad | ``failed`` at once |
+| auth | 401/403: wrong or missing key | ``failed`` at once |
+| quota | insufficient_quota / 402 out of credits | ``failed`` at once |
+| internal | a bug in ingestd (unexpected exception) | retried within the attempt budget |
+| lease_expired | a worker stopped renewing its lease | reclaimed (attempt++) |
+| crash | the worker process died | released at once (attempt++) |
+| memory | the worker passed its hard memory ceiling | released at once (attempt++) |
+| deadline | a stage ran past its deadline | released at once (attempt++) |
+| cancelled | an operator stopped the work | ``failed`` |
 
 When retries are exhausted the document ends ``dead`` and keeps the class of the
 last error, so "dead because of memory" is visible in one query.

@@ -73,15 +73,23 @@ def ingest_stream(
     stream = _Prepended(head, stream)  # type: ignore[assignment]
     correlation_id = uuid.uuid4()
     try:
-        return _store(conn, stream, source=source, filename=filename, mime=mime,
-                      correlation_id=correlation_id)
+        return _store(
+            conn, stream, source=source, filename=filename, mime=mime, correlation_id=correlation_id
+        )
     except _Duplicate as dup:
         row = conn.execute("SELECT status FROM documents WHERE id = %s", (dup.doc_id,)).fetchone()
         return IngestResult(source, str(row["status"]) if row else "unknown", dup.doc_id)
 
 
-def _store(conn: psycopg.Connection[Any], stream: Any, *, source: str, filename: str, mime: str,
-           correlation_id: uuid.UUID) -> IngestResult:
+def _store(
+    conn: psycopg.Connection[Any],
+    stream: Any,
+    *,
+    source: str,
+    filename: str,
+    mime: str,
+    correlation_id: uuid.UUID,
+) -> IngestResult:
     with conn.transaction():
         oid, sha, size = write_blob(conn, stream)  # type: ignore[arg-type]
         doc_id = document_id_for(sha)
@@ -97,8 +105,11 @@ def _store(conn: psycopg.Connection[Any], stream: Any, *, source: str, filename:
         conn.execute(
             "INSERT INTO document_events (document_id, event, to_status, attempt, correlation_id,"
             " details) VALUES (%s, 'ingested', 'queued', 0, %s, %s)",
-            (doc_id, correlation_id, psycopg.types.json.Jsonb(
-                {"size_bytes": size, "mime_type": mime, "source": source})),
+            (
+                doc_id,
+                correlation_id,
+                psycopg.types.json.Jsonb({"size_bytes": size, "mime_type": mime, "source": source}),
+            ),
         )
     return IngestResult(source, "queued", doc_id, created=True)
 
@@ -122,14 +133,18 @@ class _Prepended:
         return self._rest.read(n)
 
 
-def ingest_file(conn: psycopg.Connection[Any], path: Path, *, source: str | None = None) -> IngestResult:
+def ingest_file(
+    conn: psycopg.Connection[Any], path: Path, *, source: str | None = None
+) -> IngestResult:
     shown = str(path)
     try:
         with path.open("rb") as fh:
-            result = ingest_stream(conn, fh, source=source or str(path.resolve()),
-                                   filename=path.name)
-            return IngestResult(shown, result.status, result.document_id, result.created,
-                                result.error)
+            result = ingest_stream(
+                conn, fh, source=source or str(path.resolve()), filename=path.name
+            )
+            return IngestResult(
+                shown, result.status, result.document_id, result.created, result.error
+            )
     except FileNotFoundError:
         return IngestResult(shown, "rejected", error="no such file")
     except IsADirectoryError:

@@ -18,7 +18,9 @@ from enum import StrEnum
 class Status(StrEnum):
     QUEUED = "queued"
     PARSING = "parsing"
-    AWAITING_PARSE = "awaiting_parse"  # submitted to an asynchronous parser, waiting for its callback
+    AWAITING_PARSE = (
+        "awaiting_parse"  # submitted to an asynchronous parser, waiting for its callback
+    )
     PARSED = "parsed"
     CHUNKING = "chunking"
     CHUNKED = "chunked"
@@ -62,7 +64,8 @@ SUCCESS_OF: dict[Status, tuple[Status, ...]] = {
     S.PARSING: (S.PARSED, S.AWAITING_PARSE),
     S.CHUNKING: (S.CHUNKED,),
     S.EMBEDDING: (S.EMBEDDED,),
-    S.FINALIZING: (S.COMPLETE,),
+    # Vectors found missing at the final check: embed them, don't paper over it.
+    S.FINALIZING: (S.COMPLETE, S.CHUNKED),
 }
 
 RUNNABLE: tuple[Status, ...] = tuple(ACTIVE_OF)

@@ -39,6 +39,7 @@ def _db(settings: Settings, *, migrate: bool = True) -> Any:
 
 # -- commands -------------------------------------------------------------------
 
+
 def cmd_run(args: argparse.Namespace) -> int:
     from supervisor.arbiter import Arbiter
 
@@ -76,8 +77,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         from supervisor.progress import wait_for_documents
 
         ids = [r.document_id for r in results if r.document_id is not None]
-        ok = wait_for_documents(conn, ids, show_progress=not args.json and sys.stderr.isatty(),
-                                emit_json=args.json)
+        ok = wait_for_documents(
+            conn, ids, show_progress=not args.json and sys.stderr.isatty(), emit_json=args.json
+        )
         return 0 if ok and not rejected else 1
     return 1 if rejected else 0
 
@@ -127,8 +129,10 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(dumps(hit))
     else:
         for i, hit in enumerate(hits, 1):
-            print(f"{i:>2}. {hit['distance']:.4f}  {hit['filename']} #{hit['ordinal']}"
-                  f"  ({hit['document_id']})")
+            print(
+                f"{i:>2}. {hit['distance']:.4f}  {hit['filename']} #{hit['ordinal']}"
+                f"  ({hit['document_id']})"
+            )
             print(f"      {hit['snippet']}")
         if not hits:
             print("no results (has anything been ingested and completed?)", file=sys.stderr)
@@ -167,8 +171,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
     missing = 0
     for ref in args.document_ids:
         doc_id = reports.find_document_id(conn, ref)
-        deleted = doc_id and conn.execute(
-            "DELETE FROM documents WHERE id = %s RETURNING id", (doc_id,)).fetchone()
+        deleted = (
+            doc_id
+            and conn.execute(
+                "DELETE FROM documents WHERE id = %s RETURNING id", (doc_id,)
+            ).fetchone()
+        )
         if deleted:
             print(f"deleted {doc_id}")
         else:
@@ -204,20 +212,24 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 # -- parser ---------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ingestd", description=__doc__)
     p.add_argument("--config", help="TOML settings file (or INGESTD_CONFIG)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.set_defaults(func=fn)
         return sp
 
     sp = add("run", cmd_run, "run the daemon: a supervisor and its workers")
     sp.add_argument("--workers", type=int, help="number of worker processes (INGESTD_WORKERS)")
-    sp.add_argument("--drain", action="store_true",
-                    help="exit 0 once nothing is runnable or in flight")
+    sp.add_argument(
+        "--drain", action="store_true", help="exit 0 once nothing is runnable or in flight"
+    )
 
     sp = add("ingest", cmd_ingest, "enqueue files and directories (recursively)")
     sp.add_argument("paths", nargs="+")
@@ -249,8 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("delete", cmd_delete, "delete documents, their chunks and their bytes")
     sp.add_argument("document_ids", nargs="+")
 
-    sp = add("reembed", cmd_reembed,
-             "switch the embedding model: drop all vectors and re-embed every document")
+    sp = add(
+        "reembed",
+        cmd_reembed,
+        "switch the embedding model: drop all vectors and re-embed every document",
+    )
     sp.add_argument("--yes", action="store_true", help="confirm dropping existing vectors")
 
     sp = add("emulator", cmd_emulator, "run a local emulator of an external API (for tests)")

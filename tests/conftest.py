@@ -58,7 +58,9 @@ def db_url(pg_admin_url: str, worker_id: str) -> str:
 @pytest.fixture
 def fresh_db_url(pg_admin_url: str) -> Callable[..., str]:
     def make(*, migrated: bool = False) -> str:
-        return create_database(pg_admin_url, f"ingestd_t_{uuid.uuid4().hex[:12]}", migrated=migrated)
+        return create_database(
+            pg_admin_url, f"ingestd_t_{uuid.uuid4().hex[:12]}", migrated=migrated
+        )
 
     return make
 
@@ -93,7 +95,9 @@ def make_settings(db_url: str, tmp_path: Path) -> Callable[..., Settings]:
 
 @pytest.fixture
 def ingest_bytes(conn: psycopg.Connection[Any]) -> Callable[..., IngestResult]:
-    def ingest(data: bytes, name: str = "doc.txt", mime_type: str | None = "text/plain") -> IngestResult:
+    def ingest(
+        data: bytes, name: str = "doc.txt", mime_type: str | None = "text/plain"
+    ) -> IngestResult:
         return ingest_stream(
             conn, io.BytesIO(data), source=f"test://{name}", filename=name, mime_type=mime_type
         )

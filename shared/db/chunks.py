@@ -25,7 +25,9 @@ class ChunkRow:
     heading: str | None = None
 
 
-def delete_unembedded(conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int) -> int:
+def delete_unembedded(
+    conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int
+) -> int:
     """Remove what an interrupted chunk attempt left; embedded rows are kept."""
     cur = conn.execute(
         "DELETE FROM chunks WHERE document_id = %s AND chunker = %s AND chunker_version = %s"
@@ -36,7 +38,10 @@ def delete_unembedded(conn: psycopg.Connection[Any], doc_id: UUID, chunker: str,
 
 
 def copy_chunks(
-    conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int,
+    conn: psycopg.Connection[Any],
+    doc_id: UUID,
+    chunker: str,
+    version: int,
     rows: Iterable[ChunkRow],
 ) -> int:
     n = 0
@@ -52,7 +57,12 @@ def copy_chunks(
 
 
 def iter_unembedded(
-    conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int, *, page: int = 1024,
+    conn: psycopg.Connection[Any],
+    doc_id: UUID,
+    chunker: str,
+    version: int,
+    *,
+    page: int = 1024,
 ) -> Iterator[ChunkRow]:
     """Chunks without a vector, in ordinal order, a page at a time (keyset)."""
     last = -1
@@ -76,8 +86,13 @@ def _vector_binary(vec: np.ndarray) -> bytes:
 
 
 def write_vectors(
-    conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int, model: str,
-    ordinals: Sequence[int], vectors: np.ndarray,
+    conn: psycopg.Connection[Any],
+    doc_id: UUID,
+    chunker: str,
+    version: int,
+    model: str,
+    ordinals: Sequence[int],
+    vectors: np.ndarray,
 ) -> int:
     """Set the vectors of chunks that have none; return rows written. Call in a transaction."""
     conn.execute(
@@ -101,7 +116,10 @@ def write_vectors(
 
 
 def embedding_counts(
-    conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int,
+    conn: psycopg.Connection[Any],
+    doc_id: UUID,
+    chunker: str,
+    version: int,
 ) -> tuple[int, int]:
     """(chunks, chunks with a vector) for one document's chunker version."""
     row = conn.execute(

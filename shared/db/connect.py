@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import psycopg
@@ -21,13 +22,13 @@ def database_url(settings: Settings) -> str:
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
     # The vector type exists only after migrations; before them, plain rows are enough.
-    try:
+    with contextlib.suppress(psycopg.ProgrammingError):
         register_vector(conn)
-    except psycopg.ProgrammingError:
-        pass
 
 
-def connect(url: str, *, autocommit: bool = False, application_name: str = "ingestd") -> psycopg.Connection[dict[str, Any]]:
+def connect(
+    url: str, *, autocommit: bool = False, application_name: str = "ingestd"
+) -> psycopg.Connection[dict[str, Any]]:
     conn = psycopg.connect(
         url, autocommit=autocommit, row_factory=dict_row, application_name=application_name
     )
@@ -35,7 +36,9 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "inge
     return conn
 
 
-def make_pool(url: str, *, min_size: int = 1, max_size: int = 4, name: str = "ingestd") -> ConnectionPool:
+def make_pool(
+    url: str, *, min_size: int = 1, max_size: int = 4, name: str = "ingestd"
+) -> ConnectionPool:
     return ConnectionPool(
         url,
         min_size=min_size,

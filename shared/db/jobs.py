@@ -63,7 +63,8 @@ WITH expired AS (
         attempts = d.attempts + 1,
         lease_owner = NULL, lease_expires_at = NULL, run_after = now(),
         error_class = 'lease_expired',
-        error_message = 'lease held by ' || expired.lease_owner || ' expired during ' || expired.status
+        error_message = 'lease held by ' || expired.lease_owner
+                        || ' expired during ' || expired.status
     FROM expired WHERE d.id = expired.id
     RETURNING d.id, d.status, d.attempts, d.correlation_id,
               expired.status AS from_status, expired.lease_owner AS worker
@@ -167,6 +168,7 @@ def extend_lease(
 
 # -- ending an attempt ----------------------------------------------------------
 
+
 def add_event(
     conn: psycopg.Connection[Any],
     doc_id: UUID,
@@ -187,9 +189,16 @@ def add_event(
         " SELECT id, %s, %s, %s, %s, coalesce(%s, attempts), %s, correlation_id, %s, %s, %s"
         " FROM documents WHERE id = %s",
         (
-            event, stage, from_status and str(from_status), to_status and str(to_status),
-            attempt, worker, error_class, message,
-            Jsonb(dict(details)) if details else None, doc_id,
+            event,
+            stage,
+            from_status and str(from_status),
+            to_status and str(to_status),
+            attempt,
+            worker,
+            error_class,
+            message,
+            Jsonb(dict(details)) if details else None,
+            doc_id,
         ),
     )
 
@@ -238,13 +247,25 @@ def transition(
     if row is None:
         raise LeaseLost(f"document {doc_id} is not {from_status} under {owner}'s lease")
     add_event(
-        conn, doc_id, event, stage=str(from_status), from_status=from_status,
-        to_status=to_status, worker=owner, details=details,
+        conn,
+        doc_id,
+        event,
+        stage=str(from_status),
+        from_status=from_status,
+        to_status=to_status,
+        worker=owner,
+        details=details,
     )
 
 
-def retry_delay(attempts: int, *, base: float, cap: float, rng: random.Random | None = None,
-                retry_after: float | None = None) -> float:
+def retry_delay(
+    attempts: int,
+    *,
+    base: float,
+    cap: float,
+    rng: random.Random | None = None,
+    retry_after: float | None = None,
+) -> float:
     """Exponential backoff with full jitter, never sooner than the server asked."""
     rng = rng or random.Random()
     delay = rng.uniform(0, min(cap, base * (2 ** max(attempts - 1, 0))))
@@ -301,8 +322,9 @@ def end_attempt(
             target, event = RESTING_OF.get(current, current), "retry_scheduled"
         delay = 0.0
         if target not in (Status.FAILED, Status.DEAD):
-            delay = retry_delay(attempts, base=retry_base, cap=retry_cap,
-                                retry_after=error.retry_after)
+            delay = retry_delay(
+                attempts, base=retry_base, cap=retry_cap, retry_after=error.retry_after
+            )
         upd = conn.execute(
             "UPDATE documents SET status = %s, attempts = %s, error_class = %s,"
             " error_message = %s, lease_owner = NULL, lease_expires_at = NULL,"
@@ -312,8 +334,15 @@ def end_attempt(
         ).fetchone()
         run_after = upd["run_after"] if target not in (Status.FAILED, Status.DEAD) else None
         add_event(
-            conn, doc_id, event, stage=str(current), from_status=current, to_status=target,
-            attempt=attempts, worker=owner or worker, error_class=str(cls),
+            conn,
+            doc_id,
+            event,
+            stage=str(current),
+            from_status=current,
+            to_status=target,
+            attempt=attempts,
+            worker=owner or worker,
+            error_class=str(cls),
             message=error.message[:2000],
             details={"retry_in_seconds": round(delay, 3)} if run_after else None,
         )
@@ -331,18 +360,21 @@ def release_worker_leases(
     retry_cap: float,
 ) -> list[tuple[UUID, Outcome]]:
     """Release every document a dead worker held, counting the attempt at once."""
-    rows = conn.execute(
-        "SELECT id FROM documents WHERE lease_owner = %s", (worker,)
-    ).fetchall()
+    rows = conn.execute("SELECT id FROM documents WHERE lease_owner = %s", (worker,)).fetchall()
     if not conn.autocommit:
         conn.commit()
     released = []
     for r in rows:
         try:
             outcome = end_attempt(
-                conn, r["id"], owner=None, active_status=None,
+                conn,
+                r["id"],
+                owner=None,
+                active_status=None,
                 error=IngestError(message, error_class=error_class),
-                max_attempts=max_attempts, retry_base=min(retry_base, 1.0), retry_cap=retry_cap,
+                max_attempts=max_attempts,
+                retry_base=min(retry_base, 1.0),
+                retry_cap=retry_cap,
                 worker=worker,
             )
         except LeaseLost:
@@ -370,6 +402,14 @@ def release(conn: psycopg.Connection[Any], doc_id: UUID, owner: str, *, reason: 
             " run_after = now() WHERE id = %s",
             (str(target), doc_id),
         )
-        add_event(conn, doc_id, "released", stage=str(current), from_status=current,
-                  to_status=target, worker=owner, message=reason)
+        add_event(
+            conn,
+            doc_id,
+            "released",
+            stage=str(current),
+            from_status=current,
+            to_status=target,
+            worker=owner,
+            message=reason,
+        )
     return True

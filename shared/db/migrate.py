@@ -44,9 +44,7 @@ def latest_version() -> int:
 
 
 def current_version(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute(
-        "SELECT to_regclass('schema_migrations') IS NOT NULL AS present"
-    ).fetchone()
+    row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL AS present").fetchone()
     if not _first(row):
         return 0
     row = conn.execute("SELECT coalesce(max(version), 0) AS v FROM schema_migrations").fetchone()
@@ -94,7 +92,8 @@ def _sync_transitions(conn: psycopg.Connection[Any]) -> None:
     # claim of 50 documents fires it 50 times, and an SPI query per row would
     # cost more than the claim itself. Both are generated from the same edges.
     allowed = ", ".join(f"'{a}>{b}'" for a, b in edges)
-    conn.execute(f"""
+    conn.execute(
+        f"""
 CREATE OR REPLACE FUNCTION ingestd_check_transition() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -105,4 +104,5 @@ BEGIN
     END IF;
     NEW.updated_at := now();
     RETURN NEW;
-END $fn$""".encode())
+END $fn$""".encode()
+    )

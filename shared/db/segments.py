@@ -19,9 +19,7 @@ def clear(conn: psycopg.Connection[Any], doc_id: UUID) -> None:
 def write(conn: psycopg.Connection[Any], doc_id: UUID, start_seq: int, texts: Iterable[str]) -> int:
     """COPY segments numbered from ``start_seq``; return how many were written."""
     n = 0
-    with conn.cursor().copy(
-        "COPY parsed_segments (document_id, seq, text) FROM STDIN"
-    ) as copy:
+    with conn.cursor().copy("COPY parsed_segments (document_id, seq, text) FROM STDIN") as copy:
         for text in texts:
             copy.write_row((doc_id, start_seq + n, text))
             n += 1

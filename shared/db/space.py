@@ -57,9 +57,7 @@ def ensure_space(conn: psycopg.Connection[Any], wanted: EmbeddingSpace) -> None:
 def _set_space(conn: psycopg.Connection[Any], space: EmbeddingSpace) -> None:
     # The HNSW index depends on the column type; it is rebuilt for the new space.
     conn.execute("DROP INDEX IF EXISTS chunks_embedding_hnsw")
-    conn.execute(
-        f"ALTER TABLE chunks ALTER COLUMN embedding TYPE vector({int(space.dimensions)})"
-    )
+    conn.execute(f"ALTER TABLE chunks ALTER COLUMN embedding TYPE vector({int(space.dimensions)})")
     conn.execute(
         "INSERT INTO ingestd_meta (key, value) VALUES (%s, %s)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -69,7 +69,9 @@ def _wait_for_claim(conn, owner: str, *, max_attempts: int = 5, timeout: float =
     raise AssertionError("document was not reclaimed")
 
 
-def test_killed_claimers_document_is_reclaimed_with_attempt_counted(conn, db_url, ingest_bytes) -> None:
+def test_killed_claimers_document_is_reclaimed_with_attempt_counted(
+    conn, db_url, ingest_bytes
+) -> None:
     doc = ingest_bytes(b"victim").document_id
     ctx = mp.get_context("spawn")
     ready = ctx.Queue()
@@ -83,8 +85,12 @@ def test_killed_claimers_document_is_reclaimed_with_attempt_counted(conn, db_url
     assert [c.id for c in got] == [doc]
     assert got[0].attempts == 1
     assert got[0].status is Status.PARSING
-    events = [r["event"] for r in conn.execute(
-        "SELECT event FROM document_events WHERE document_id = %s ORDER BY id", (doc,))]
+    events = [
+        r["event"]
+        for r in conn.execute(
+            "SELECT event FROM document_events WHERE document_id = %s ORDER BY id", (doc,)
+        )
+    ]
     assert events == ["ingested", "claimed", "lease_expired", "claimed"]
 
 
@@ -96,8 +102,9 @@ def test_poison_document_ends_dead_after_max_attempts(conn, ingest_bytes) -> Non
         assert [c.id for c in claimed] == [doc], f"attempt {attempt}"
         conn.execute("SELECT pg_sleep(0.02)")  # let the 10 ms lease lapse on the DB clock
         jobs.reap_expired(conn, max_attempts=max_attempts)
-    row = conn.execute("SELECT status, attempts, error_class FROM documents WHERE id = %s",
-                       (doc,)).fetchone()
+    row = conn.execute(
+        "SELECT status, attempts, error_class FROM documents WHERE id = %s", (doc,)
+    ).fetchone()
     assert row["status"] == "dead"
     assert row["attempts"] == max_attempts
     assert row["error_class"] == "lease_expired"
@@ -108,30 +115,54 @@ def test_transient_error_retries_with_backoff_then_dead(conn, ingest_bytes) -> N
     doc = ingest_bytes(b"flaky").document_id
     for attempt in (1, 2):
         (c,) = jobs.claim(conn, "w", lease_seconds=60, max_attempts=3)
-        out = jobs.end_attempt(conn, doc, owner="w", active_status=c.status,
-                               error=TransientError("upstream 503"), max_attempts=3,
-                               retry_base=10, retry_cap=100)
+        out = jobs.end_attempt(
+            conn,
+            doc,
+            owner="w",
+            active_status=c.status,
+            error=TransientError("upstream 503"),
+            max_attempts=3,
+            retry_base=10,
+            retry_cap=100,
+        )
         assert out.status is Status.QUEUED and out.attempts == attempt
         assert jobs.claim(conn, "w", lease_seconds=60, max_attempts=3) == []  # not due yet
         conn.execute("UPDATE documents SET run_after = now() WHERE id = %s", (doc,))
     (c,) = jobs.claim(conn, "w", lease_seconds=60, max_attempts=3)
-    out = jobs.end_attempt(conn, doc, owner="w", active_status=c.status,
-                           error=TransientError("upstream 503"), max_attempts=3,
-                           retry_base=10, retry_cap=100)
+    out = jobs.end_attempt(
+        conn,
+        doc,
+        owner="w",
+        active_status=c.status,
+        error=TransientError("upstream 503"),
+        max_attempts=3,
+        retry_base=10,
+        retry_cap=100,
+    )
     assert out.status is Status.DEAD
-    row = conn.execute("SELECT error_class, error_message FROM documents WHERE id = %s",
-                       (doc,)).fetchone()
+    row = conn.execute(
+        "SELECT error_class, error_message FROM documents WHERE id = %s", (doc,)
+    ).fetchone()
     assert (row["error_class"], row["error_message"]) == ("transient", "upstream 503")
 
 
 def test_retry_is_scheduled_in_the_future(conn, ingest_bytes) -> None:
     doc = ingest_bytes(b"later").document_id
     (c,) = jobs.claim(conn, "w", lease_seconds=60, max_attempts=5)
-    out = jobs.end_attempt(conn, doc, owner="w", active_status=c.status,
-                           error=TransientError("x", retry_after=30), max_attempts=5,
-                           retry_base=1, retry_cap=60)
-    row = conn.execute("SELECT run_after - now() > interval '29 seconds' AS later"
-                       " FROM documents WHERE id = %s", (doc,)).fetchone()
+    out = jobs.end_attempt(
+        conn,
+        doc,
+        owner="w",
+        active_status=c.status,
+        error=TransientError("x", retry_after=30),
+        max_attempts=5,
+        retry_base=1,
+        retry_cap=60,
+    )
+    row = conn.execute(
+        "SELECT run_after - now() > interval '29 seconds' AS later FROM documents WHERE id = %s",
+        (doc,),
+    ).fetchone()
     assert row["later"], "retry-after from the server is honoured"
     assert jobs.claim(conn, "w", lease_seconds=60, max_attempts=5) == []
     assert out.status is Status.QUEUED
@@ -140,15 +171,27 @@ def test_retry_is_scheduled_in_the_future(conn, ingest_bytes) -> None:
 def test_permanent_error_fails_at_once(conn, ingest_bytes) -> None:
     doc = ingest_bytes(b"bad").document_id
     (c,) = jobs.claim(conn, "w", lease_seconds=60, max_attempts=5)
-    out = jobs.end_attempt(conn, doc, owner="w", active_status=c.status,
-                           error=InvalidInput("not valid UTF-8 at byte offset 3"),
-                           max_attempts=5, retry_base=1, retry_cap=60)
+    out = jobs.end_attempt(
+        conn,
+        doc,
+        owner="w",
+        active_status=c.status,
+        error=InvalidInput("not valid UTF-8 at byte offset 3"),
+        max_attempts=5,
+        retry_base=1,
+        retry_cap=60,
+    )
     assert out.status is Status.FAILED
     history = conn.execute(
         "SELECT event, error_class, message FROM document_events WHERE document_id = %s"
-        " ORDER BY id", (doc,)).fetchall()
-    assert history[-1] == {"event": "failed", "error_class": "invalid_input",
-                           "message": "not valid UTF-8 at byte offset 3"}
+        " ORDER BY id",
+        (doc,),
+    ).fetchall()
+    assert history[-1] == {
+        "event": "failed",
+        "error_class": "invalid_input",
+        "message": "not valid UTF-8 at byte offset 3",
+    }
 
 
 def test_open_circuit_costs_no_attempt(conn, ingest_bytes) -> None:
@@ -156,9 +199,16 @@ def test_open_circuit_costs_no_attempt(conn, ingest_bytes) -> None:
 
     doc = ingest_bytes(b"breaker").document_id
     (c,) = jobs.claim(conn, "w", lease_seconds=60, max_attempts=1)
-    out = jobs.end_attempt(conn, doc, owner="w", active_status=c.status,
-                           error=CircuitOpen("openai circuit open", retry_after=5),
-                           max_attempts=1, retry_base=1, retry_cap=60)
+    out = jobs.end_attempt(
+        conn,
+        doc,
+        owner="w",
+        active_status=c.status,
+        error=CircuitOpen("openai circuit open", retry_after=5),
+        max_attempts=1,
+        retry_base=1,
+        retry_cap=60,
+    )
     assert out.status is Status.QUEUED and out.attempts == 0
     assert ErrorClass.CIRCUIT_OPEN.retryable
 
@@ -169,9 +219,8 @@ def test_stale_worker_cannot_write_after_losing_its_lease(conn, ingest_bytes) ->
     conn.execute("SELECT pg_sleep(0.02)")
     (c2,) = jobs.claim(conn, "new", lease_seconds=60, max_attempts=5, reap=True)
     assert c2.id == doc
-    with pytest.raises(LeaseLost):
-        with conn.transaction():
-            jobs.transition(conn, doc, "old", from_status=c.status, to_status=Status.PARSED)
+    with pytest.raises(LeaseLost), conn.transaction():
+        jobs.transition(conn, doc, "old", from_status=c.status, to_status=Status.PARSED)
     with pytest.raises(LeaseLost):
         jobs.extend_lease(conn, doc, "old", lease_seconds=60)
     jobs.extend_lease(conn, doc, "new", lease_seconds=60)
@@ -181,11 +230,18 @@ def test_supervisor_release_requeues_at_once_with_reason(conn, ingest_bytes) -> 
     doc = ingest_bytes(b"crashed").document_id
     jobs.claim(conn, "host:1:0", lease_seconds=600, max_attempts=5)
     released = jobs.release_worker_leases(
-        conn, "host:1:0", error_class=ErrorClass.MEMORY, message="worker passed its hard memory ceiling",
-        max_attempts=5, retry_base=0.01, retry_cap=0.01)
+        conn,
+        "host:1:0",
+        error_class=ErrorClass.MEMORY,
+        message="worker passed its hard memory ceiling",
+        max_attempts=5,
+        retry_base=0.01,
+        retry_cap=0.01,
+    )
     assert [d for d, _ in released] == [doc]
-    row = conn.execute("SELECT status, attempts, error_class, lease_owner FROM documents"
-                       " WHERE id = %s", (doc,)).fetchone()
+    row = conn.execute(
+        "SELECT status, attempts, error_class, lease_owner FROM documents WHERE id = %s", (doc,)
+    ).fetchone()
     assert row == {"status": "queued", "attempts": 1, "error_class": "memory", "lease_owner": None}
 
 

@@ -18,7 +18,8 @@ def test_reingesting_identical_bytes_creates_nothing(conn, ingest_bytes) -> None
     counts = conn.execute(
         "SELECT (SELECT count(*) FROM documents) AS docs,"
         " (SELECT count(*) FROM pg_largeobject_metadata) AS blobs,"
-        " (SELECT count(*) FROM document_events) AS events").fetchone()
+        " (SELECT count(*) FROM document_events) AS events"
+    ).fetchone()
     assert counts == {"docs": 1, "blobs": blobs_before, "events": 1}
 
 
@@ -34,7 +35,9 @@ def test_bytes_are_stored_and_streamed_back(conn, ingest_bytes) -> None:
 
     data = bytes(range(256)) * 9000  # > 2 MiB: several pieces
     doc = ingest_bytes(data, "x.bin").document_id
-    row = conn.execute("SELECT blob_oid, size_bytes FROM documents WHERE id = %s", (doc,)).fetchone()
+    row = conn.execute(
+        "SELECT blob_oid, size_bytes FROM documents WHERE id = %s", (doc,)
+    ).fetchone()
     reader = open_blob(conn, row["blob_oid"], row["size_bytes"])
     assert reader.read(10) == data[:10]
     reader.seek(1_500_000)
@@ -45,16 +48,24 @@ def test_bytes_are_stored_and_streamed_back(conn, ingest_bytes) -> None:
 
 def test_deleting_a_document_removes_its_bytes(conn, ingest_bytes) -> None:
     doc = ingest_bytes(b"to delete").document_id
-    oid = conn.execute("SELECT blob_oid FROM documents WHERE id = %s", (doc,)).fetchone()["blob_oid"]
+    oid = conn.execute("SELECT blob_oid FROM documents WHERE id = %s", (doc,)).fetchone()[
+        "blob_oid"
+    ]
     conn.execute("DELETE FROM documents WHERE id = %s", (doc,))
-    left = conn.execute("SELECT count(*) AS n FROM pg_largeobject_metadata WHERE oid = %s",
-                        (oid,)).fetchone()["n"]
+    left = conn.execute(
+        "SELECT count(*) AS n FROM pg_largeobject_metadata WHERE oid = %s", (oid,)
+    ).fetchone()["n"]
     assert left == 0
 
 
 def _ingestd(cli_env, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "supervisor.cli", *args], env=cli_env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", *args],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_bad_paths_give_clear_messages_not_tracebacks(conn, cli_env, tmp_path) -> None:
@@ -62,8 +73,15 @@ def test_cli_bad_paths_give_clear_messages_not_tracebacks(conn, cli_env, tmp_pat
     empty.write_bytes(b"")
     good = tmp_path / "good.md"
     good.write_text("# Title\n\nSome text.\n")
-    proc = _ingestd(cli_env, "ingest", "--json", str(tmp_path / "missing.txt"), str(empty),
-                    str(good), "/proc/self/mem")
+    proc = _ingestd(
+        cli_env,
+        "ingest",
+        "--json",
+        str(tmp_path / "missing.txt"),
+        str(empty),
+        str(good),
+        "/proc/self/mem",
+    )
     assert "Traceback" not in proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     by_path = {line["path"]: line for line in lines}

@@ -25,7 +25,7 @@ def test_every_active_status_has_a_way_back_and_forward() -> None:
     for resting, active in ACTIVE_OF.items():
         assert is_legal(resting, active)
         assert RESTING_OF[active] in ACTIVE_OF
-    assert TERMINAL == {Status.COMPLETE, Status.FAILED, Status.DEAD}
+    assert {Status.COMPLETE, Status.FAILED, Status.DEAD} == TERMINAL
 
 
 @pytest.mark.parametrize(
@@ -44,8 +44,16 @@ def test_illegal_transition_is_refused_by_postgres(conn, ingest_bytes, src, dst)
     path = {
         Status.QUEUED: [],
         Status.PARSED: [Status.PARSING, Status.PARSED],
-        Status.COMPLETE: [Status.PARSING, Status.PARSED, Status.CHUNKING, Status.CHUNKED,
-                          Status.EMBEDDING, Status.EMBEDDED, Status.FINALIZING, Status.COMPLETE],
+        Status.COMPLETE: [
+            Status.PARSING,
+            Status.PARSED,
+            Status.CHUNKING,
+            Status.CHUNKED,
+            Status.EMBEDDING,
+            Status.EMBEDDED,
+            Status.FINALIZING,
+            Status.COMPLETE,
+        ],
         Status.DEAD: [Status.DEAD],
     }[src]
     for step in path:
