@@ -74,6 +74,10 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     )
     c.execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
     c.execute("DELETE FROM ingestd_meta")
+    # Each test fixes its own embedding space (dimension) on first use.
+    c.execute("DROP INDEX IF EXISTS chunks_embedding_hnsw")
+    c.execute("ALTER TABLE chunks ALTER COLUMN embedding TYPE vector")
+    c.execute("TRUNCATE worker_status, supervisor_status")
     try:
         yield c
     finally:

@@ -1,0 +1,1 @@
+"""The worker process: its claim loop and one module per pipeline stage."""

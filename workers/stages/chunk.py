@@ -1,0 +1,65 @@
+"""Chunk: parsed segments → token-aware chunks in the public ``chunks`` table.
+
+Streamed: segments are read a page at a time, chunks are written by COPY in
+groups as they are produced. The chunker is deterministic in the text alone,
+so a retried attempt rewrites exactly the same chunk identities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
+
+from shared.chunking import Chunker
+from shared.db import chunks, segments
+from shared.db.chunks import ChunkRow
+from shared.errors import InvalidInput
+from shared.states import Status
+from workers.context import StageContext
+
+GROUP = 512  # chunks per COPY
+
+
+def make_chunker(ctx: StageContext, max_input_tokens: int | None = None) -> Chunker:
+    s = ctx.settings
+    limit = max_input_tokens or 8191
+    target = min(s.chunk_target_tokens, limit)
+    overlap = min(s.chunk_overlap_tokens, max(target // 4, 0))
+    return Chunker(target_tokens=target, overlap_tokens=overlap, max_tokens=limit)
+
+
+def run(ctx: StageContext) -> Status:
+    embedder = ctx.embedder_factory() if ctx.embedder_factory else None
+    chunker = make_chunker(ctx, getattr(embedder, "max_input_tokens", None))
+    with ctx.conn.transaction():
+        chunks.delete_unembedded(ctx.conn, ctx.doc_id, chunker.NAME, chunker.VERSION)
+    produced: Iterator[ChunkRow] = (
+        ChunkRow(c.ordinal, c.text, c.token_count, c.heading)
+        for c in chunker.chunks(segments.read(ctx.conn, ctx.doc_id))
+    )
+    total = tokens = 0
+    while True:
+        group = list(islice(produced, GROUP))
+        if not group:
+            break
+        ctx.checkpoint()
+        with ctx.conn.transaction():
+            total += chunks.copy_chunks(ctx.conn, ctx.doc_id, chunker.NAME, chunker.VERSION, group)
+        tokens += sum(c.token_count for c in group)
+    if total == 0:
+        raise InvalidInput("document has no text to chunk (only whitespace)")
+    with ctx.conn.transaction():
+        # Parsed segments are kept: re-chunking with a new chunker version must not
+        # pay for parsing again (LlamaParse bills per page).
+        ctx.transition(
+            Status.CHUNKED,
+            fields={
+                "chunker": chunker.NAME,
+                "chunker_version": chunker.VERSION,
+                "chunks_total": total,
+                "tokens_total": tokens,
+                "chunks_embedded": 0,
+            },
+            details={"chunks": total, "tokens": tokens},
+        )
+    return Status.CHUNKED

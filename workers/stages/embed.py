@@ -1,0 +1,153 @@
+"""Embed: chunks without a vector → token-budgeted micro-batches → vectors in pgvector.
+
+The document's unembedded chunks are streamed (keyset pages), packed into
+batches that respect every API limit (shared/batching.py), and sent with a
+bounded number of requests in flight. Each batch's vectors are written as soon
+as it returns, with the progress counters, in one transaction: a crash after
+batch k resumes at batch k+1 and the API is asked only for what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from shared.batching import BatchItem, BatchLimits, pack
+from shared.db import chunks
+from shared.embedders.pricing import cost_usd
+from shared.errors import IngestError, TransientError
+from shared.states import Status
+from shared.telemetry import context
+from workers.context import StageContext
+
+
+def limits_for(ctx: StageContext, embedder: Any) -> BatchLimits:
+    s = ctx.settings
+    return BatchLimits(
+        max_inputs=s.batch_max_inputs,
+        max_request_tokens=s.batch_max_tokens,
+        max_input_tokens=embedder.max_input_tokens,
+    )
+
+
+def run(ctx: StageContext) -> Status:
+    assert ctx.embedder_factory is not None, "the worker provides an embedder"
+    embedder = ctx.embedder_factory()
+    runner = _runner()
+    written = runner.run(_embed_all(ctx, embedder))
+    with ctx.conn.transaction():
+        ctx.transition(Status.EMBEDDED, details={"vectors_written": written})
+    return Status.EMBEDDED
+
+
+_RUNNER: asyncio.Runner | None = None
+
+
+def _runner() -> asyncio.Runner:
+    """One event loop per worker process, kept across documents so the HTTP client's
+    connection pool (and its keep-alive sockets) is reused."""
+    global _RUNNER
+    if _RUNNER is None:
+        _RUNNER = asyncio.Runner()
+    return _RUNNER
+
+
+def close_runner() -> None:
+    global _RUNNER
+    if _RUNNER is not None:
+        _RUNNER.close()
+        _RUNNER = None
+
+
+def _items(ctx: StageContext) -> Iterator[BatchItem]:
+    doc = ctx.doc
+    for row in chunks.iter_unembedded(ctx.conn, ctx.doc_id, doc["chunker"], doc["chunker_version"]):
+        yield BatchItem(row.ordinal, row.text, row.token_count)
+
+
+async def _embed_all(ctx: StageContext, embedder: Any) -> int:
+    doc = ctx.doc
+    model = embedder.model
+    in_flight: set[asyncio.Task[tuple[list[BatchItem], np.ndarray, float]]] = set()
+    written = 0
+    limit = ctx.settings.embed_concurrency
+    correlation_id = str(doc["correlation_id"])
+
+    async def call(batch: list[BatchItem]) -> tuple[list[BatchItem], np.ndarray, float]:
+        started = time.perf_counter()
+        vectors = await embedder.embed([b.text for b in batch], correlation_id=correlation_id)
+        return batch, vectors, time.perf_counter() - started
+
+    def store(batch: list[BatchItem], vectors: np.ndarray, seconds: float) -> int:
+        _validate(vectors, len(batch), embedder.dimensions)
+        tokens = sum(b.token_count for b in batch)
+        price = cost_usd(model, tokens)
+        with ctx.conn.transaction():
+            n = chunks.write_vectors(
+                ctx.conn,
+                ctx.doc_id,
+                doc["chunker"],
+                doc["chunker_version"],
+                model,
+                [b.key for b in batch],
+                vectors,
+            )
+            ctx.conn.execute(
+                "UPDATE documents SET chunks_embedded = chunks_embedded + %s,"
+                " embed_tokens = embed_tokens + %s, cost_usd = cost_usd + %s,"
+                " embedding_model = %s WHERE id = %s AND lease_owner = %s",
+                (n, tokens, price, model, ctx.doc_id, ctx.owner),
+            )
+        ctx.metrics.timing("embed.batch.inputs", len(batch))
+        ctx.metrics.timing("embed.batch.tokens", tokens)
+        ctx.metrics.incr(f"tokens.{_seg(model)}", tokens)
+        ctx.metrics.incr(f"cost.{_seg(model)}.microusd", round(price * 1_000_000))
+        return n
+
+    async def drain(until: int) -> None:
+        nonlocal written
+        while len(in_flight) > until:
+            done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                in_flight.discard(task)
+                batch, vectors, seconds = task.result()  # raises the batch's error
+                written += store(batch, vectors, seconds)
+            ctx.checkpoint(stoppable=False)
+
+    try:
+        with context.bind_stage("embedding"):
+            for batch in pack(_items(ctx), limits_for(ctx, embedder)):
+                await drain(limit - 1)
+                # A stop request is honoured between batches: what returned is kept.
+                ctx.checkpoint()
+                in_flight.add(asyncio.create_task(call(batch)))
+            await drain(0)
+    except BaseException:
+        for task in in_flight:
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
+        raise
+    return written
+
+
+def _seg(model: str) -> str:
+    return model.replace(".", "_").replace("/", "_")
+
+
+def _validate(vectors: np.ndarray, n: int, dims: int) -> None:
+    """The embedder validates too; this is the last line before the table."""
+    if vectors.shape != (n, dims):
+        raise TransientError(
+            f"embedding response has shape {vectors.shape}, expected ({n}, {dims})"
+        )
+    if not np.isfinite(vectors).all():
+        raise TransientError("embedding response contains NaN or infinite values")
+    if (np.linalg.norm(vectors, axis=1) == 0).any():
+        raise TransientError("embedding response contains a zero vector")
+
+
+__all__ = ["IngestError", "close_runner", "run"]

@@ -1,0 +1,43 @@
+"""Finalize: prove the document is whole before calling it complete.
+
+Every chunk has a vector and the counts agree; only then ``complete``, with
+the totals. A mismatch is not papered over: the document goes back to
+``chunked`` so the missing vectors are embedded.
+"""
+
+from __future__ import annotations
+
+from shared.db import chunks
+from shared.errors import TransientError
+from shared.states import Status
+from workers.context import StageContext
+
+
+def run(ctx: StageContext) -> Status:
+    doc = ctx.doc
+    with ctx.conn.transaction():
+        total, embedded = chunks.embedding_counts(
+            ctx.conn, ctx.doc_id, doc["chunker"], doc["chunker_version"]
+        )
+        if total == 0 or total != doc["chunks_total"]:
+            raise TransientError(
+                f"finalize check failed: {total} chunks stored, {doc['chunks_total']} expected"
+            )
+        if embedded != total:
+            ctx.transition(
+                Status.CHUNKED,
+                fields={"chunks_embedded": embedded},
+                details={"missing_vectors": total - embedded},
+            )
+            return Status.CHUNKED
+        ctx.transition(
+            Status.COMPLETE,
+            fields={"chunks_embedded": embedded, "error_class": None, "error_message": None},
+            details={
+                "chunks": total,
+                "tokens": doc["tokens_total"],
+                "embed_tokens": doc["embed_tokens"],
+                "cost_usd": float(doc["cost_usd"]),
+            },
+        )
+    return Status.COMPLETE
