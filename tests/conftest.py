@@ -120,3 +120,31 @@ def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
         PYTHONPATH=str(ROOT),
     )
     return env
+
+
+@pytest.fixture
+def openai_emulator() -> Iterator[Any]:
+    """A real OpenAI embeddings emulator on a loopback port, in a background thread."""
+    from shared.emulators.openai_api import OpenAIEmulator
+    from shared.emulators.runner import running
+
+    with running(OpenAIEmulator()) as api:
+        yield api
+
+
+@pytest.fixture
+def openai_settings(
+    make_settings: Callable[..., Settings],
+    openai_emulator: Any,
+) -> Callable[..., Settings]:
+    """Settings for the ``openai`` embedder pointed at the emulator."""
+    from shared.emulators.openai_api import DEFAULT_API_KEY
+
+    def make(**overrides: Any) -> Settings:
+        overrides.setdefault("embedder", "openai")
+        overrides.setdefault("embedding_dimensions", 256)
+        return make_settings(
+            openai_api_key=DEFAULT_API_KEY, openai_base_url=openai_emulator.base_url, **overrides
+        )
+
+    return make

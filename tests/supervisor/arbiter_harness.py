@@ -1,0 +1,30 @@
+"""Run a real Arbiter in this process, a subprocess of the test, so that its signals
+and forks are real. argv[1]: JSON {"worker": fake name | "real", "http": fake name | null,
+"overrides": {...}, "config": path | null, "drain": bool}."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from shared.settings import load_settings
+from supervisor.arbiter import Arbiter
+
+
+def main() -> int:
+    spec = json.loads(sys.argv[1])
+    import arbiter_fakes
+
+    target = None if spec["worker"] == "real" else getattr(arbiter_fakes, spec["worker"])
+    http = getattr(arbiter_fakes, spec["http"]) if spec.get("http") else None
+    overrides = spec.get("overrides", {})
+    config = spec.get("config")
+    settings = load_settings(config, **overrides)
+    arbiter = Arbiter(settings, config_path=config, drain=spec.get("drain", False),
+                      worker_target=target, with_http=http is not None, http_target=http,
+                      reload_overrides=overrides)
+    return arbiter.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
