@@ -32,7 +32,9 @@ def make(api: OpenAIEmulator, **kwargs: Any) -> OpenAIEmbedder:
     return OpenAIEmbedder(kwargs.pop("api_key", DEFAULT_API_KEY), base_url=api.base_url, **kwargs)
 
 
-def run_embed(api: OpenAIEmulator, texts: list[str], **kwargs: Any) -> tuple[np.ndarray, OpenAIEmbedder]:
+def run_embed(
+    api: OpenAIEmulator, texts: list[str], **kwargs: Any
+) -> tuple[np.ndarray, OpenAIEmbedder]:
     correlation_id = kwargs.pop("correlation_id", None)
 
     async def main() -> tuple[np.ndarray, OpenAIEmbedder]:
@@ -49,9 +51,10 @@ async def float_mode(api: OpenAIEmulator, texts: list[str], **extra: Any) -> np.
     """The same request in JSON-float mode, bypassing our client entirely."""
     body = {"model": "text-embedding-3-small", "input": texts, "encoding_format": "float", **extra}
     headers = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{api.base_url}/embeddings", json=body, headers=headers
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{api.base_url}/embeddings", json=body, headers=headers) as resp,
+    ):
         assert resp.status == 200
         payload = json.loads(await resp.read())
     rows = sorted(payload["data"], key=lambda item: item["index"])
@@ -106,9 +109,7 @@ def test_rate_limit_storm_is_absorbed(openai_api: OpenAIEmulator) -> None:
     async def main() -> tuple[list[np.ndarray], OpenAIEmbedder]:
         embedder = make(openai_api, max_attempts=2, on_event=events.append)
         try:
-            results = await asyncio.gather(
-                *(embedder.embed([f"text {i}"]) for i in range(12))
-            )
+            results = await asyncio.gather(*(embedder.embed([f"text {i}"]) for i in range(12)))
         finally:
             await embedder.aclose()
         return list(results), embedder
@@ -166,8 +167,12 @@ def test_the_account_budget_is_learnt_and_respected(openai_api: OpenAIEmulator) 
     [
         [OpenAIFault.SERVER_ERROR, OpenAIFault.UNAVAILABLE, OpenAIFault.SERVER_ERROR],
         [OpenAIFault.DROP, OpenAIFault.DROP],
-        [OpenAIFault.INVALID_JSON, OpenAIFault.WRONG_COUNT, OpenAIFault.WRONG_DIMENSION,
-         OpenAIFault.NAN],
+        [
+            OpenAIFault.INVALID_JSON,
+            OpenAIFault.WRONG_COUNT,
+            OpenAIFault.WRONG_DIMENSION,
+            OpenAIFault.NAN,
+        ],
     ],
     ids=["5xx", "dropped", "malformed"],
 )
@@ -181,8 +186,12 @@ def test_transient_bursts_recover(openai_api: OpenAIEmulator, faults: list[OpenA
 
 @pytest.mark.parametrize(
     "fault",
-    [OpenAIFault.INVALID_JSON, OpenAIFault.WRONG_COUNT, OpenAIFault.WRONG_DIMENSION,
-     OpenAIFault.NAN],
+    [
+        OpenAIFault.INVALID_JSON,
+        OpenAIFault.WRONG_COUNT,
+        OpenAIFault.WRONG_DIMENSION,
+        OpenAIFault.NAN,
+    ],
 )
 def test_malformed_response_is_transient_and_never_returned(
     openai_api: OpenAIEmulator, fault: OpenAIFault
@@ -211,8 +220,11 @@ def test_breaker_opens_on_a_failing_service(openai_api: OpenAIEmulator) -> None:
     openai_api.inject(OpenAIFault.UNAVAILABLE, times=50)
 
     async def main() -> None:
-        embedder = make(openai_api, max_attempts=10,
-                        breaker=CircuitBreaker("openai", failure_threshold=3, reset_timeout=60))
+        embedder = make(
+            openai_api,
+            max_attempts=10,
+            breaker=CircuitBreaker("openai", failure_threshold=3, reset_timeout=60),
+        )
         try:
             with pytest.raises(CircuitOpen):
                 await embedder.embed(TEXTS)

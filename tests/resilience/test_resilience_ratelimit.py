@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from shared.errors import RateLimited
 from shared.resilience import RateLimiter
 
 from .conftest import FakeClock, run_virtual
@@ -164,6 +165,49 @@ def test_first_headers_account_for_requests_sent_before_the_limit_was_known(
         assert rl.levels()["tokens"] == pytest.approx(55_000)
 
     asyncio.run(main())
+
+
+def test_request_burst_keeps_a_sliding_window_count(clock: FakeClock) -> None:
+    """50 uploads per 10 s counted in a sliding window: rate 49/10 s with a burst of 1."""
+    rl = RateLimiter(
+        rpm=49 * 6,
+        safety=1.0,
+        request_burst=1,
+        clock=clock,
+        sleep=clock.sleep,
+        max_sleep_slice=1e9,
+    )
+
+    async def main() -> list[float]:
+        sent = []
+        for _ in range(200):
+            await rl.acquire()
+            sent.append(clock.now)
+        return sent
+
+    sent = asyncio.run(main())
+    for i, start in enumerate(sent):
+        in_window = sum(1 for t in sent[i:] if t < start + 10.0)
+        assert in_window <= 50
+    assert sent[-1] - sent[0] == pytest.approx(199 * 10 / 49)
+
+
+def test_max_wait_refuses_instead_of_holding_the_caller(clock: FakeClock) -> None:
+    rl = limiter(clock, tpm=6000)  # 100 tokens/s
+
+    async def main() -> None:
+        await rl.acquire(6000)
+        with pytest.raises(RateLimited) as info:
+            await rl.acquire(3000, max_wait=10.0)  # would wait 30 s
+        assert info.value.retry_after == pytest.approx(30.0)
+        assert clock.now == 1000.0  # refused at once, nothing debited
+        assert await rl.acquire(500, max_wait=10.0) == pytest.approx(5.0)
+        rl.on_rate_limited(120.0)
+        with pytest.raises(RateLimited):
+            await rl.acquire(1, max_wait=60.0)
+
+    asyncio.run(main())
+    assert rl.stats.refused == 2
 
 
 def test_refund_returns_capacity(clock: FakeClock) -> None:

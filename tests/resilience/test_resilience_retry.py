@@ -186,6 +186,25 @@ def test_long_retry_after_is_not_slept_inline() -> None:
     assert events[-1].outcome == "giveup"
 
 
+def test_a_long_limiter_queue_is_not_waited_inline() -> None:
+    events, on_event = collect()
+
+    async def main() -> Script:
+        loop = asyncio.get_running_loop()
+        limiter = RateLimiter(tpm=60_000, safety=1.0, clock=loop.time)  # 1,000 tokens/s
+        await limiter.acquire(60_000)
+        script = Script()
+        with pytest.raises(RateLimited) as info:
+            await call_with_retries(
+                script, limiter=limiter, tokens=30_000, max_wait=10.0, on_event=on_event
+            )
+        assert info.value.retry_after == pytest.approx(30.0)
+        return script
+
+    assert run_virtual(main).calls == 0
+    assert [e.outcome for e in events] == ["rejected"]
+
+
 def test_breaker_opens_and_then_rejects_without_calling() -> None:
     async def main() -> tuple[CircuitBreaker, Script, Script, list[AttemptEvent]]:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,33 @@
+"""Making calls to paid remote services correct and survivable.
+
+- ``classify``: HTTP responses and exceptions -> classified ``IngestError``.
+- ``backoff``: exponential backoff with full jitter.
+- ``breaker``: a circuit breaker per service.
+- ``ratelimit``: client-side requests/min + tokens/min pacing.
+- ``retry``: ``call_with_retries`` tying them together.
+"""
+
+from shared.resilience.backoff import DOCUMENT_BACKOFF, REQUEST_BACKOFF, Backoff
+from shared.resilience.breaker import BreakerState, CircuitBreaker
+from shared.resilience.classify import classify_exception, classify_http, retry_after_from
+from shared.resilience.durations import parse_go_duration, parse_retry_after, parse_try_again_in
+from shared.resilience.ratelimit import LimiterStats, RateLimiter
+from shared.resilience.retry import AttemptEvent, call_with_retries
+
+__all__ = [
+    "DOCUMENT_BACKOFF",
+    "REQUEST_BACKOFF",
+    "AttemptEvent",
+    "Backoff",
+    "BreakerState",
+    "CircuitBreaker",
+    "LimiterStats",
+    "RateLimiter",
+    "call_with_retries",
+    "classify_exception",
+    "classify_http",
+    "parse_go_duration",
+    "parse_retry_after",
+    "parse_try_again_in",
+    "retry_after_from",
+]
