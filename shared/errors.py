@@ -6,7 +6,7 @@ document row (``error_class``, ``error_message``) and in its event history.
 | class | meaning | what happens |
 |---|---|---|
 | transient | network error, timeout, 5xx, malformed reply | retried with backoff (attempt++) |
-| rate_limited | 429 rate_limit_exceeded / upload throttling | retried after the server's delay |
+| rate_limited | 429 rate_limit_exceeded / upload throttling | rescheduled after the server's delay, no attempt counted |
 | circuit_open | the service's breaker is open | rescheduled, no attempt counted |
 | invalid_input | the document itself is bad | ``failed`` at once |
 | auth | 401/403: wrong or missing key | ``failed`` at once |
@@ -47,8 +47,9 @@ class ErrorClass(StrEnum):
 
     @property
     def counts_attempt(self) -> bool:
-        """An open circuit says nothing about the document, so it costs no attempt."""
-        return self is not ErrorClass.CIRCUIT_OPEN
+        """An open circuit or a provider's rate limit says nothing about the document,
+        so it costs no attempt: a 429 storm must never exhaust anyone's budget."""
+        return self not in (ErrorClass.CIRCUIT_OPEN, ErrorClass.RATE_LIMITED)
 
 
 _PERMANENT = frozenset(

@@ -66,6 +66,11 @@ class Worker:
             self._conn = connect(
                 self.url, autocommit=True, application_name=f"ingestd-worker-{self.slot}"
             )
+            # Intermediate stage commits are asynchronous: every one of them is
+            # redone idempotently if a server crash loses it (the stage's data and
+            # its status change commit together, so they are lost together). The
+            # commit that makes a document ``complete`` is synchronous (finalize.py).
+            self._conn.execute("SET synchronous_commit = off")
         return self._conn
 
     def _wait_for_work(self, timeout: float) -> None:

@@ -83,8 +83,10 @@ def build_embedder(settings: Settings) -> Any:
             model=space.model,
             dimensions=settings.embedding_dimensions,
             timeout=settings.openai_timeout_seconds,
-            rpm=settings.openai_rpm,
-            tpm=settings.openai_tpm,
+            # The account's budget is shared by this host's worker processes; each
+            # limiter also learns the live remainder from the response headers.
+            rpm=settings.openai_rpm / settings.workers if settings.openai_rpm else None,
+            tpm=settings.openai_tpm / settings.workers if settings.openai_tpm else None,
         )
     if space.embedder == "local":
         return make_embedder("local")

@@ -16,6 +16,8 @@ from workers.context import StageContext
 def run(ctx: StageContext) -> Status:
     doc = ctx.doc
     with ctx.conn.transaction():
+        # "complete" is a promise to the user: make it durable before saying it.
+        ctx.conn.execute("SET LOCAL synchronous_commit = on")
         total, embedded = chunks.embedding_counts(
             ctx.conn, ctx.doc_id, doc["chunker"], doc["chunker_version"]
         )

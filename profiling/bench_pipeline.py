@@ -1,0 +1,196 @@
+"""Pipeline throughput: ingest many small documents through a zero-latency OpenAI
+emulator into pgvector and report chunks/s and peak memory per worker.
+
+    python -m profiling.bench_pipeline [--docs 2000] [--size 8192] [--workers 2]
+
+The reference point (../shared/reference/peers.md): pgai's vectorizer worker does
+≈ 460 chunks/s with 238 MB peak RSS on this kind of machine for 2,000 × 8 KB
+documents → 40,000 chunks × 1536 dims. The defaults here reproduce that shape
+(≈ 20 chunks per document). The emulator runs as its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+
+from profiling import generators
+from shared.db.connect import connect
+from shared.db.embedded import embedded_url
+from shared.db.migrate import migrate
+from shared.emulators.openai_api import DEFAULT_API_KEY
+from shared.ingest import ingest_file
+from shared.settings import Settings, load_settings
+
+
+def start_emulator(*extra: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shared.emulators.cli",
+            "openai",
+            "--port",
+            "0",
+            "--estimate-usage",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http"):
+        proc.kill()
+        raise RuntimeError(f"emulator did not start: {url!r}")
+    return proc, url
+
+
+def fresh_database(admin_url: str) -> str:
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+    migrate(url)
+    return url
+
+
+def _worker(settings: Settings, url: str, slot: int) -> None:
+    from workers.base import Worker
+    from workers.embedding import build_embedder
+    from workers.stages.embed import close_runner
+
+    embedder = build_embedder(settings)
+    w = Worker(
+        settings,
+        url=url,
+        owner=f"bench:{os.getpid()}:{slot}:0",
+        slot=slot,
+        embedder_factory=lambda: embedder,
+    )
+    w.run(until_idle=True)
+    close_runner()
+    w.close()
+
+
+class PeakWatcher(threading.Thread):
+    """Samples each worker's RSS and USS; USS is what the worker alone costs."""
+
+    def __init__(self, pids: list[int], interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.procs = [psutil.Process(p) for p in pids]
+        self.peak_rss = dict.fromkeys(pids, 0)
+        self.peak_uss = dict.fromkeys(pids, 0)
+        self.interval = interval
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for p in self.procs:
+                try:
+                    info = p.memory_full_info()
+                except psutil.Error:
+                    continue
+                self.peak_rss[p.pid] = max(self.peak_rss[p.pid], info.rss)
+                self.peak_uss[p.pid] = max(self.peak_uss[p.pid], info.uss)
+            self.stop.wait(self.interval)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    admin = args.database_url or embedded_url(Path(tempfile.mkdtemp(prefix="ingestd-bench-")))
+    url = fresh_database(admin)
+    emulator, api_url = start_emulator()
+    try:
+        settings = load_settings(
+            environ={
+                "INGESTD_HOME": tempfile.mkdtemp(prefix="ingestd-bench-home-"),
+                "INGESTD_DATABASE_URL": url,
+                "INGESTD_EMBEDDER": "openai",
+                "OPENAI_API_KEY": DEFAULT_API_KEY,
+                "OPENAI_BASE_URL": api_url,
+                "INGESTD_CHUNK_TARGET_TOKENS": str(args.chunk_tokens),
+                "INGESTD_CHUNK_OVERLAP_TOKENS": str(args.overlap_tokens),
+                "INGESTD_EMBED_CONCURRENCY": str(args.concurrency),
+                "INGESTD_CLAIM_BATCH": "4",
+            }
+        )
+        docs_dir = Path(tempfile.mkdtemp(prefix="ingestd-bench-docs-"))
+        conn = connect(url, autocommit=True)
+        t0 = time.perf_counter()
+        for i in range(args.docs):
+            path = generators.write_text(docs_dir / f"doc{i:05d}.txt", args.size, seed=i)
+            ingest_file(conn, path)
+        ingest_s = time.perf_counter() - t0
+
+        ctx = mp.get_context("fork")
+        procs = [ctx.Process(target=_worker, args=(settings, url, s)) for s in range(args.workers)]
+        t1 = time.perf_counter()
+        for p in procs:
+            p.start()
+        watcher = PeakWatcher([p.pid for p in procs if p.pid])
+        watcher.start()
+        for p in procs:
+            p.join()
+        wall = time.perf_counter() - t1
+        watcher.stop.set()
+        watcher.join()
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'complete') AS complete, count(*) AS docs,"
+            " (SELECT count(*) FROM chunks WHERE embedding IS NOT NULL) AS chunks FROM documents"
+        ).fetchone()
+        assert row is not None
+        if row["complete"] != row["docs"]:
+            raise RuntimeError(f"only {row['complete']} of {row['docs']} documents completed")
+        return {
+            "docs": row["docs"],
+            "chunks": row["chunks"],
+            "workers": args.workers,
+            "dims": 1536,
+            "ingest_seconds": round(ingest_s, 2),
+            "pipeline_seconds": round(wall, 2),
+            "chunks_per_second": round(row["chunks"] / wall),
+            "docs_per_second": round(row["docs"] / wall, 1),
+            "peak_rss_mb_per_worker": round(max(watcher.peak_rss.values()) / 2**20, 1),
+            "peak_uss_mb_per_worker": round(max(watcher.peak_uss.values()) / 2**20, 1),
+        }
+    finally:
+        emulator.terminate()
+        emulator.wait(10)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--docs", type=int, default=2000)
+    ap.add_argument("--size", type=int, default=8192)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--chunk-tokens", type=int, default=96)
+    ap.add_argument("--overlap-tokens", type=int, default=8)
+    ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--database-url")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    result = run(args)
+    for k, v in result.items():
+        print(f"{k:>24}: {v}")
+    if args.json:
+        args.json.write_text(json.dumps({"pipeline": result}, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
