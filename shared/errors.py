@@ -6,7 +6,7 @@ document row (``error_class``, ``error_message``) and in its event history.
 | class | meaning | what happens |
 |---|---|---|
 | transient | network error, timeout, 5xx, malformed reply | retried with backoff (attempt++) |
-| rate_limited | 429 rate_limit_exceeded / upload throttling | rescheduled after the server's delay, no attempt counted |
+| rate_limited | 429 rate_limit_exceeded, upload throttling | rescheduled, no attempt counted |
 | circuit_open | the service's breaker is open | rescheduled, no attempt counted |
 | invalid_input | the document itself is bad | ``failed`` at once |
 | auth | 401/403: wrong or missing key | ``failed`` at once |

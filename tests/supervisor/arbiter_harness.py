@@ -16,12 +16,13 @@ def main() -> int:
     import arbiter_fakes
 
     target = None if spec["worker"] == "real" else getattr(arbiter_fakes, spec["worker"])
-    http = getattr(arbiter_fakes, spec["http"]) if spec.get("http") else None
+    http = spec.get("http")  # None: no HTTP child; "real": supervisor.http.app
+    http_target = getattr(arbiter_fakes, http) if http not in (None, "real") else None
     overrides = spec.get("overrides", {})
     config = spec.get("config")
     settings = load_settings(config, **overrides)
     arbiter = Arbiter(settings, config_path=config, drain=spec.get("drain", False),
-                      worker_target=target, with_http=http is not None, http_target=http,
+                      worker_target=target, with_http=http is not None, http_target=http_target,
                       reload_overrides=overrides)
     return arbiter.run()
 

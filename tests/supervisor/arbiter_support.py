@@ -70,7 +70,9 @@ class ArbiterRun:
         return "\n".join(text.splitlines()[-lines:])
 
     def events(self, event: str | None = None, **fields: Any) -> list[dict[str, Any]]:
-        found = []
+        found: list[dict[str, Any]] = []
+        if not self.log_path.exists():
+            return found  # a log file moved away and not reopened yet
         for line in self.log_path.read_text(errors="replace").splitlines():
             try:
                 record = json.loads(line)

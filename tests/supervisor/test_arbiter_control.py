@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -251,13 +252,18 @@ def test_systemd_hears_ready_status_watchdog_and_stopping(start_arbiter: Start) 
     sock.bind(b"\0" + name.encode())
     sock.settimeout(TIMEOUT)  # safety net: datagrams arrive as soon as they are sent
     seen: list[str] = []
+    unread: list[str] = []
+    deadline = time.monotonic() + TIMEOUT
 
     def until(prefix: str) -> str:
-        while True:
-            for line in sock.recv(4096).decode().splitlines():
-                seen.append(line)
-                if line.startswith(prefix):
-                    return line
+        while time.monotonic() < deadline:
+            if not unread:
+                unread.extend(sock.recv(4096).decode().splitlines())
+            line = unread.pop(0)
+            seen.append(line)
+            if line.startswith(prefix):
+                return line
+        raise AssertionError(f"no {prefix} from the supervisor; got {seen}")
 
     try:
         run = start_arbiter("idle", workers=2, env={"NOTIFY_SOCKET": f"@{name}",
@@ -285,3 +291,21 @@ def test_usr1_reopens_the_log_file(start_arbiter: Start, tmp_path: Path) -> None
     assert reopened["files"] == 1
     run.send(signal.SIGTERM)
     assert run.wait_exit() == 0
+
+
+def test_real_http_child_heartbeats_and_stops_cleanly(
+    start_arbiter: Start, conn: psycopg.Connection[Any]
+) -> None:
+    run = start_arbiter("idle", http="real", http_port=0, heartbeat_timeout_seconds=2.0)
+    started = run.wait_event("http child started")[0]
+    details = wait_until(
+        lambda: next((r["details"] for r in supervisor_rows(conn, run)
+                      if r["details"].get("http_heartbeat_age_seconds") is not None), None),
+        "the http child's heartbeats published")
+    assert details["http_pid"] == started["worker_pid"]
+    assert details["http_heartbeat_age_seconds"] < 2.0
+    assert not run.events("killing http child") and not run.events("http child exited")
+    run.send(signal.SIGTERM)
+    assert run.wait_exit() == 0
+    exited = run.events("http child exited")[0]
+    assert exited["reason"] == "shutdown" and exited["exit_code"] == 0
