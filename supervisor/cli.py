@@ -44,7 +44,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from supervisor.arbiter import Arbiter
 
     settings = _settings(args, workers=args.workers)
-    return Arbiter(settings, config_path=args.config, drain=args.drain).run()
+    overrides = {"workers": args.workers} if args.workers else None
+    return Arbiter(
+        settings, config_path=args.config, drain=args.drain, reload_overrides=overrides
+    ).run()
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

@@ -9,11 +9,14 @@ exactly what to set or install — there is no fallback to something else.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from typing import Any
 
 from shared.db.space import EmbeddingSpace
-from shared.errors import ConfigError
+from shared.errors import ConfigError, ErrorClass
+from shared.resilience import AttemptEvent
 from shared.settings import Settings
+from shared.telemetry.metrics import Metrics
 
 OPENAI_DIMS = {
     "text-embedding-3-small": 1536,
@@ -69,14 +72,24 @@ def space_for(settings: Settings) -> EmbeddingSpace:
     return EmbeddingSpace("hash", "hash", dims)
 
 
-def build_embedder(settings: Settings) -> Any:
-    """Construct the embedder (loads the local model, opens no connection yet)."""
+def input_limit(settings: Settings) -> int:
+    """The model's per-input token limit (cl100k tokens), known without loading it.
+
+    The local model reads 256 word-pieces; cl100k text runs up to ~1.7 pieces per
+    token (shared/embedders/local.py), hence 128.
+    """
+    return {"openai": 8191, "local": 128, "hash": 8191}[space_for(settings).embedder]
+
+
+def build_embedder(settings: Settings, metrics: Metrics | None = None) -> Any:
+    """Construct the embedder (opens no connection yet); ``metrics`` receives the
+    API's latency, retries, 429s and breaker transitions."""
     from shared.embedders import make_embedder
 
     space = space_for(settings)
     if space.embedder == "openai":
         assert settings.openai_api_key is not None
-        return make_embedder(
+        embedder = make_embedder(
             "openai",
             api_key=settings.openai_api_key.get_secret_value(),
             base_url=settings.openai_base_url,
@@ -87,7 +100,30 @@ def build_embedder(settings: Settings) -> Any:
             # limiter also learns the live remainder from the response headers.
             rpm=settings.openai_rpm / settings.workers if settings.openai_rpm else None,
             tpm=settings.openai_tpm / settings.workers if settings.openai_tpm else None,
+            on_event=_api_metrics(metrics, "openai") if metrics else None,
         )
+        if metrics is not None:
+            embedder.breaker.add_listener(
+                lambda _name, _old, new: metrics.incr(f"api.openai.breaker.{new}")
+            )
+        return embedder
     if space.embedder == "local":
         return make_embedder("local")
     return make_embedder("hash", dimensions=space.dimensions)
+
+
+def _api_metrics(metrics: Metrics, service: str) -> Callable[[AttemptEvent], None]:
+    def on_event(event: AttemptEvent) -> None:
+        if event.outcome == "success":
+            metrics.timing(f"api.{service}.latency", event.elapsed * 1000)
+            metrics.incr(f"api.{service}.status.200")
+            return
+        if event.error_class is ErrorClass.RATE_LIMITED:
+            metrics.incr(f"api.{service}.rate_limited")
+            metrics.incr(f"api.{service}.status.429")
+        elif event.error_class is not None:
+            metrics.incr(f"api.{service}.errors.{event.error_class}")
+        if event.outcome == "retry":
+            metrics.incr(f"api.{service}.retries")
+
+    return on_event

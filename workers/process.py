@@ -72,7 +72,7 @@ def _main(settings: Settings, slot: int, owner: str, channel_fd: int | None) -> 
     def embedder_factory() -> Any:
         nonlocal embedder
         if embedder is None:
-            embedder = build_embedder(settings)
+            embedder = build_embedder(settings, metrics)
         return embedder
 
     def set_title(what: str) -> None:

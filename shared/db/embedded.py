@@ -8,6 +8,7 @@ last registered process exits. It listens on a Unix socket only.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 from shared.errors import ConfigError
@@ -22,7 +23,11 @@ def embedded_url(home: Path, database: str = "postgres") -> str:
     server = _SERVERS.get(pgdata)
     if server is None:
         try:
-            import pgserver
+            with warnings.catch_warnings():
+                # platformdirs warns when XDG_RUNTIME_DIR is unset (services, CI);
+                # pgserver then keeps its lock file under /tmp, which is fine.
+                warnings.simplefilter("ignore")
+                import pgserver
         except ImportError as exc:  # pragma: no cover - a core dependency
             raise ConfigError(
                 "the embedded database needs the 'pgserver' package; "

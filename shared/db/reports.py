@@ -20,8 +20,8 @@ def counts_by_status(conn: psycopg.Connection[Any]) -> dict[str, int]:
 def queue_summary(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     row = conn.execute(
         "SELECT"
-        " coalesce(extract(epoch FROM now() - min(run_after)) FILTER ("
-        "   WHERE status = ANY(%s::document_status[]) AND run_after <= now()), 0)"
+        " coalesce(extract(epoch FROM now() - min(run_after) FILTER ("
+        "   WHERE status = ANY(%s::document_status[]) AND run_after <= now())), 0)"
         "   AS oldest_runnable_age_seconds,"
         " count(*) FILTER (WHERE status = ANY(%s::document_status[]) AND run_after <= now())"
         "   AS runnable,"

@@ -178,6 +178,9 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "age of the oldest document waiting to be claimed (0 when none)",
     ),
     MetricSpec("leases.expired", C, "documents", "leases reclaimed from workers that went silent"),
+    MetricSpec(
+        "leases.lost", C, "documents", "documents a worker let go because another had taken them"
+    ),
 )
 
 del C, G, T

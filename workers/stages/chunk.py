@@ -16,6 +16,7 @@ from shared.db.chunks import ChunkRow
 from shared.errors import InvalidInput
 from shared.states import Status
 from workers.context import StageContext
+from workers.embedding import input_limit
 
 GROUP = 512  # chunks per COPY
 
@@ -29,8 +30,7 @@ def make_chunker(ctx: StageContext, max_input_tokens: int | None = None) -> Chun
 
 
 def run(ctx: StageContext) -> Status:
-    embedder = ctx.embedder_factory() if ctx.embedder_factory else None
-    chunker = make_chunker(ctx, getattr(embedder, "max_input_tokens", None))
+    chunker = make_chunker(ctx, input_limit(ctx.settings))
     with ctx.conn.transaction():
         chunks.delete_unembedded(ctx.conn, ctx.doc_id, chunker.NAME, chunker.VERSION)
     produced: Iterator[ChunkRow] = (

@@ -22,6 +22,7 @@ from shared.embedders.pricing import cost_usd
 from shared.errors import IngestError, TransientError
 from shared.states import Status
 from shared.telemetry import context
+from shared.telemetry.metrics import metric_segment
 from workers.context import StageContext
 
 
@@ -104,14 +105,18 @@ async def _embed_all(ctx: StageContext, embedder: Any) -> int:
             )
         ctx.metrics.timing("embed.batch.inputs", len(batch))
         ctx.metrics.timing("embed.batch.tokens", tokens)
-        ctx.metrics.incr(f"tokens.{_seg(model)}", tokens)
-        ctx.metrics.incr(f"cost.{_seg(model)}.microusd", round(price * 1_000_000))
+        ctx.metrics.incr(f"tokens.{metric_segment(model)}", tokens)
+        ctx.metrics.incr(f"cost.{metric_segment(model)}.microusd", round(price * 1_000_000))
         return n
 
     async def drain(until: int) -> None:
         nonlocal written
         while len(in_flight) > until:
-            done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            # Wake every second even while requests are slow (retries, a model
+            # loading): the supervisor kills a worker whose heartbeat goes stale.
+            done, _ = await asyncio.wait(
+                in_flight, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+            )
             for task in done:
                 in_flight.discard(task)
                 batch, vectors, seconds = task.result()  # raises the batch's error
@@ -132,10 +137,6 @@ async def _embed_all(ctx: StageContext, embedder: Any) -> int:
         await asyncio.gather(*in_flight, return_exceptions=True)
         raise
     return written
-
-
-def _seg(model: str) -> str:
-    return model.replace(".", "_").replace("/", "_")
 
 
 def _validate(vectors: np.ndarray, n: int, dims: int) -> None:
