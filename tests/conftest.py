@@ -73,7 +73,8 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """An autocommit connection to this xdist worker's database, emptied first."""
     c = connect(db_url, autocommit=True, application_name="ingestd-test")
     c.execute(
-        "TRUNCATE documents, chunks, parsed_segments, document_events, webhook_deliveries CASCADE"
+        "TRUNCATE documents, chunks, parsed_segments, document_events, webhook_deliveries,"
+        " parse_results CASCADE"
     )
     c.execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
     c.execute("DELETE FROM ingestd_meta")

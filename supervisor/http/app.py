@@ -1,0 +1,314 @@
+"""ingestd's HTTP server: the application and the supervised child process that serves it.
+
+``build_app`` wires the routes to one ``HttpState`` (settings, a PostgreSQL pool opened
+when the app starts, metrics, the webhook secret, a LlamaParse client made on first use).
+``http_main`` is what the supervisor runs in the forked HTTP child: it sets up logging,
+Sentry and metrics afresh, serves until SIGTERM, heartbeats to the supervisor over the
+channel pipe, and leaves through ``os._exit``.
+
+Database work goes through a synchronous ``psycopg_pool`` in worker threads, so the
+HTTP child runs exactly the SQL the CLI and the workers run (``gather_status``,
+``ingest_stream``, ``shared.db.webhooks``) instead of an async copy that could drift.
+
+Routes:
+
+| route                          | answers                                                  |
+|--------------------------------|----------------------------------------------------------|
+| GET  /healthz                  | 200 {"status": "ok"} while the process serves            |
+| GET  /readyz                   | 200 when the database is reachable, its schema current   |
+|                                | and a worker heartbeat fresh; else 503 with the reason   |
+| GET  /v1/status                | 200 ``supervisor.status.gather_status`` (= status --json)|
+| POST /v1/documents             | 201 new / 200 same bytes already stored; 400, 413, 415,  |
+|                                | 422 (empty file)                                         |
+| GET  /v1/documents/{id}        | 200 {"document", "events"} (= show --json); 404          |
+| POST /v1/webhooks/llamaparse   | see ``supervisor.http.webhooks``                         |
+
+Every response carries ``X-Correlation-Id`` (the caller's, when well-formed, else a new
+one), bound for every log line the request causes. A database that cannot be reached
+answers 503; an unexpected error 500 (logged and reported, never with a body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+import psycopg
+import sentry_sdk
+from aiohttp import web
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from shared.db.connect import database_url
+from shared.errors import ConfigError
+from shared.llamaparse import LlamaParseClient
+from shared.settings import Settings
+from shared.telemetry import context, sentry
+from shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
+from shared.telemetry.metrics import Metrics
+from shared.telemetry.scrub import register_secret
+from supervisor.cli import dumps
+from workers.channel import WorkerChannel
+from workers.stages.parse_remote import make_client, resolve_webhook_secret
+
+T = TypeVar("T")
+
+log = get_logger("ingestd.http")
+
+CORRELATION_HEADER = "X-Correlation-Id"
+_CORRELATION_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+POOL_MAX = 8
+MAX_CONCURRENT_UPLOADS = 4
+# How long a request waits for a pooled connection before answering 503.
+DB_WAIT_SECONDS = 5.0
+HEARTBEAT_SECONDS = 1.0
+SHUTDOWN_GRACE_SECONDS = 10.0
+# After refusing a large body (413) the server reads and discards what the client still
+# sends, so the client can read the answer before the socket closes; not for long.
+LINGER_SECONDS = 1.0
+RUNNER_OPTIONS: dict[str, Any] = {
+    "access_log": None,  # the middleware logs each request, structured
+    "handle_signals": False,
+    "shutdown_timeout": SHUTDOWN_GRACE_SECONDS,
+    "lingering_time": LINGER_SECONDS,
+}
+
+EXIT_OK = 0
+EXIT_CRASH = 70
+EXIT_CONFIG = 78
+
+
+@dataclass
+class HttpState:
+    settings: Settings
+    url: str
+    metrics: Metrics
+    webhook_secret: str
+    pool: ConnectionPool | None = None
+    # Its own threads, one per pooled connection: streaming uploads occupy theirs for
+    # long, and must not starve the loop's default executor (DNS lookups use it).
+    executor: ThreadPoolExecutor | None = None
+    # Each upload holds a pooled connection while it streams; the rest of the pool stays
+    # free for status, readiness and webhooks.
+    upload_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
+    )
+    _llamaparse: LlamaParseClient | None = field(default=None, repr=False)
+
+    async def db(
+        self, fn: Callable[..., T], *args: Any, pool_wait: float = DB_WAIT_SECONDS, **kwargs: Any
+    ) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` on a pooled autocommit connection, in a thread."""
+        pool = self.pool
+        if pool is None or self.executor is None:
+            raise RuntimeError("the HTTP app's database pool is not open (app not started)")
+
+        def call() -> T:
+            with pool.connection(timeout=pool_wait) as conn:
+                return fn(conn, *args, **kwargs)
+
+        # Copied context: log lines from the thread carry the request's correlation id.
+        run = functools.partial(contextvars.copy_context().run, call)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+
+    def llamaparse(self) -> LlamaParseClient:
+        """Made on first use, on the serving loop (its HTTP session belongs to that loop)."""
+        if self._llamaparse is None:
+            self._llamaparse = make_client(self.settings, self.metrics)
+        return self._llamaparse
+
+
+STATE: web.AppKey[HttpState] = web.AppKey("ingestd_state", HttpState)
+CORRELATION: web.RequestKey[str] = web.RequestKey("ingestd_correlation_id", str)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=dumps)
+
+
+def error_response(status: int, message: str, **extra: Any) -> web.Response:
+    return json_response({"error": message, **extra}, status=status)
+
+
+def _correlation_id(raw: str | None) -> str:
+    # Only a well-formed id is kept: it is echoed in a header and written to every log line.
+    if raw and _CORRELATION_RE.fullmatch(raw):
+        return raw
+    return context.new_correlation_id()
+
+
+@web.middleware
+async def _request_context(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    cid = _correlation_id(request.headers.get(CORRELATION_HEADER))
+    request[CORRELATION] = cid
+    started = time.perf_counter()
+    response: web.StreamResponse
+    with context.bind_correlation(cid):
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers[CORRELATION_HEADER] = cid
+            _access(request, exc.status, started)
+            raise
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            log.warning("database unavailable", error=type(exc).__name__)
+            response = error_response(503, "database unavailable")
+        except Exception as exc:
+            log.exception("request failed")
+            sentry_sdk.capture_exception(exc)
+            response = error_response(500, "internal error")
+        response.headers[CORRELATION_HEADER] = cid
+        _access(request, response.status, started)
+    return response
+
+
+def _access(request: web.Request, status: int, started: float) -> None:
+    # The path only: query strings and bodies are never logged.
+    log.info(
+        "request",
+        method=request.method,
+        path=request.path,
+        status=status,
+        ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+
+
+def build_app(
+    settings: Settings, *, url: str | None = None, metrics: Metrics | None = None
+) -> web.Application:
+    """The application. Nothing is connected until it starts (``AppRunner.setup``), so
+    it can be built before fork and started in the child."""
+    from supervisor.http import health, uploads, webhooks
+
+    state = HttpState(
+        settings=settings,
+        url=url or database_url(settings),
+        metrics=metrics or Metrics(None, role="http"),
+        webhook_secret=resolve_webhook_secret(settings),
+    )
+    app = web.Application(middlewares=[_request_context])
+    app[STATE] = state
+    app.cleanup_ctx.append(_resources)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/v1/status", health.status)
+    app.router.add_get("/v1/documents/{document_id}", health.document)
+    app.router.add_post("/v1/documents", uploads.upload)
+    app.router.add_post("/v1/webhooks/llamaparse", webhooks.llamaparse_webhook)
+    return app
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    pool = ConnectionPool(
+        state.url,
+        min_size=1,
+        max_size=POOL_MAX,
+        kwargs={"autocommit": True, "row_factory": dict_row, "application_name": "ingestd-http"},
+        open=False,
+        name="ingestd-http",
+        # A connection broken by a database restart is replaced, not handed to a request.
+        check=ConnectionPool.check_connection,
+    )
+    # Not waiting for a first connection: the server answers /healthz (and 503 on
+    # /readyz) while the database is down, and the pool keeps trying.
+    await asyncio.to_thread(pool.open, wait=False)
+    state.pool = pool
+    state.executor = ThreadPoolExecutor(max_workers=POOL_MAX, thread_name_prefix="ingestd-db")
+    try:
+        yield
+    finally:
+        client, state._llamaparse = state._llamaparse, None
+        if client is not None:
+            await client.aclose()
+        executor, state.executor = state.executor, None
+        state.pool = None
+        await asyncio.to_thread(executor.shutdown, wait=True)
+        await asyncio.to_thread(pool.close)
+
+
+# -- the child process ----------------------------------------------------------------------
+
+
+def http_main(settings: Settings, channel_fd: int | None) -> NoReturn:
+    """The HTTP child's whole life after fork; exits 0 after a graceful stop."""
+    code = EXIT_CRASH
+    try:
+        code = _main(settings, channel_fd)
+    except ConfigError as exc:
+        print(f"ingestd http: configuration error: {exc}", file=sys.stderr)
+        code = EXIT_CONFIG
+    except BaseException:
+        get_logger("ingestd.http").exception("http child crashed")
+        code = EXIT_CRASH
+    finally:
+        sentry.flush(2.0)
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+    os._exit(code)
+
+
+def _main(settings: Settings, channel_fd: int | None) -> int:
+    configure_logging(
+        "http", None, json=settings.log_json, level=settings.log_level, log_file=settings.log_file
+    )
+    for secret in (settings.openai_api_key, settings.llama_cloud_api_key, settings.webhook_secret):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+    sentry.init_sentry(settings.sentry_dsn, settings.sentry_environment, "http", None)
+    metrics = Metrics.from_settings(
+        settings.statsd_host, settings.statsd_port, settings.statsd_prefix, role="http"
+    )
+    try:
+        asyncio.run(serve(settings, channel=WorkerChannel(channel_fd), metrics=metrics))
+    finally:
+        metrics.close()
+    return EXIT_OK
+
+
+async def serve(
+    settings: Settings,
+    *,
+    channel: WorkerChannel | None = None,
+    metrics: Metrics | None = None,
+    url: str | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve on ``http_host:http_port`` until SIGTERM/SIGINT/SIGUSR2 (or ``stop`` is set)."""
+    channel = channel or WorkerChannel(None)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGQUIT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reopen_log_files)
+    app = build_app(settings, url=url, metrics=metrics)
+    runner = web.AppRunner(app, **RUNNER_OPTIONS)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
+        await site.start()
+        log.info("http server listening", host=settings.http_host, port=settings.http_port)
+        # The heartbeat comes from the serving loop itself: a loop stuck in a handler
+        # stops beating, and the supervisor replaces the process.
+        while not stop.is_set():
+            channel.beat(force=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+        channel.beat(event="stopping", force=True)
+        log.info("http server stopping")
+    finally:
+        await runner.cleanup()

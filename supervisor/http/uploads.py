@@ -1,0 +1,165 @@
+"""``POST /v1/documents``: a multipart upload streamed straight into a large object.
+
+The ``file`` part is never held whole, in memory or on disk: ``shared.ingest.ingest_stream``
+runs in a thread on a pooled connection and pulls the part from the event loop a piece
+at a time, hashing and writing each piece into the large object as it comes. Past
+``max_upload_mb`` the read raises, the transaction rolls back (the partial large object
+with it) and the answer is 413; a ``Content-Length`` already over the limit is refused
+before anything is read. The same bytes uploaded twice answer with the same document.
+
+| answer | when                                                                  |
+|--------|-----------------------------------------------------------------------|
+| 201    | stored: {"document_id", "status": "queued", "created": true}          |
+| 200    | these bytes were already stored: their document, "created": false     |
+| 400    | no ``file`` part, a malformed multipart body, or the upload broke off |
+| 408    | the client stopped sending for ``READ_TIMEOUT_SECONDS``               |
+| 413    | larger than ``max_upload_mb``                                         |
+| 415    | not ``multipart/form-data``                                           |
+| 422    | the file is empty                                                     |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import re
+
+import aiohttp
+from aiohttp import BodyPartReader, web
+
+from shared.ingest import IngestResult, ingest_stream
+from supervisor.http.app import STATE, error_response, json_response
+
+FILE_FIELD = "file"
+PIECE = 1 << 20
+# Boundaries and part headers around the file: what a Content-Length may exceed the
+# file-size limit by before it is refused unread.
+MULTIPART_ALLOWANCE = 64 * 1024
+# Form fields other than the file are skipped, but not without bound.
+MAX_OTHER_FIELD_BYTES = 64 * 1024
+READ_TIMEOUT_SECONDS = 60.0
+MAX_FILENAME_CHARS = 255
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Stalled(Exception):
+    pass
+
+
+class _BadForm(Exception):
+    pass
+
+
+async def upload(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    limit = state.settings.max_upload_mb * 2**20
+    if request.content_type != "multipart/form-data":
+        return error_response(
+            415, f"send the document as multipart/form-data in a field named '{FILE_FIELD}'"
+        )
+    if request.content_length is not None and request.content_length > limit + MULTIPART_ALLOWANCE:
+        return _too_large(state.settings.max_upload_mb)
+    try:
+        reader = await request.multipart()
+        part = await _file_part(reader)
+    except (_BadForm, ValueError, aiohttp.ClientError) as exc:
+        return error_response(400, f"malformed multipart body ({type(exc).__name__})")
+    if part is None:
+        return error_response(400, f"no file: send it in a multipart field named '{FILE_FIELD}'")
+    filename = clean_filename(part.filename)
+    stream = _PartStream(part, asyncio.get_running_loop(), limit)
+    try:
+        async with state.upload_slots:
+            result: IngestResult = await state.db(
+                ingest_stream, stream, source=f"upload:{filename}", filename=filename
+            )
+    except _TooLarge:
+        return _too_large(state.settings.max_upload_mb)
+    except _Stalled:
+        return error_response(
+            408, f"upload stalled: nothing received for {READ_TIMEOUT_SECONDS:g}s"
+        )
+    except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError) as exc:
+        return error_response(400, f"upload interrupted ({type(exc).__name__})")
+    if result.status == "rejected":
+        return error_response(422, result.error or "rejected")
+    if result.created:
+        state.metrics.incr("documents.ingested")
+    body = {
+        "document_id": str(result.document_id),
+        "status": result.status,
+        "created": result.created,
+    }
+    return json_response(body, status=201 if result.created else 200)
+
+
+def _too_large(max_mb: int) -> web.Response:
+    response = error_response(413, f"the file is larger than max_upload_mb ({max_mb} MiB)")
+    # Close instead of reading and discarding the rest of a huge body.
+    response.force_close()
+    return response
+
+
+async def _file_part(reader: aiohttp.MultipartReader) -> BodyPartReader | None:
+    """The ``file`` part, with any fields before it read and dropped (bounded)."""
+    while True:
+        part = await reader.next()
+        if part is None:
+            return None
+        if not isinstance(part, BodyPartReader):
+            raise _BadForm("nested multipart")
+        if part.name == FILE_FIELD:
+            return part
+        seen = 0
+        while chunk := await part.read_chunk(PIECE):
+            seen += len(chunk)
+            if seen > MAX_OTHER_FIELD_BYTES:
+                raise _BadForm(f"field {part.name!r} too large")
+
+
+def clean_filename(raw: str | None) -> str:
+    """The last path component of what the client sent, without control characters."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = _UNSAFE_NAME.sub("", name).strip()
+    if name in ("", ".", ".."):
+        return "upload"
+    return name[:MAX_FILENAME_CHARS]
+
+
+class _PartStream:
+    """A blocking ``read(n)`` over a multipart part, for a thread: each piece is fetched
+    on the event loop. Counts bytes and raises ``_TooLarge`` past ``limit``."""
+
+    def __init__(self, part: BodyPartReader, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self._part = part
+        self._loop = loop
+        self._limit = limit
+        self._total = 0
+        self._eof = False
+
+    def _fetch(self, size: int) -> bytes:
+        future = asyncio.run_coroutine_threadsafe(self._part.read_chunk(size), self._loop)
+        try:
+            return future.result(READ_TIMEOUT_SECONDS)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise _Stalled() from None
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = PIECE
+        out = bytearray()
+        while len(out) < n and not self._eof:
+            chunk = self._fetch(min(n - len(out), PIECE))
+            if not chunk:
+                self._eof = True
+                break
+            self._total += len(chunk)
+            if self._total > self._limit:
+                raise _TooLarge()
+            out += chunk
+        return bytes(out)
