@@ -240,7 +240,7 @@ def test_breaker_opens_on_a_failing_service(openai_api: OpenAIEmulator) -> None:
 def test_timeout_is_retried(openai_api: OpenAIEmulator) -> None:
     openai_api.config.slow_seconds = 30.0
     openai_api.inject(OpenAIFault.SLOW)
-    vectors, embedder = run_embed(openai_api, TEXTS, timeout=0.5)
+    vectors, embedder = run_embed(openai_api, TEXTS, timeout=3.0)
     assert vectors.shape == (3, 1536)
     assert embedder.usage.retries == 1
 
