@@ -87,6 +87,9 @@ class Settings(BaseModel):
     batch_max_tokens: int = Field(300_000, ge=1, le=300_000)
     embed_concurrency: int = Field(2, ge=1, le=64)  # requests in flight per worker
 
+    # Vectors needed before the HNSW index is built (then it is kept up incrementally).
+    index_min_rows: int = Field(20_000, ge=1)
+
     claim_batch: int = Field(1, ge=1, le=1000)
     lease_seconds: float = Field(60.0, gt=0)
     max_attempts: int = Field(5, ge=1)

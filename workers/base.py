@@ -26,6 +26,7 @@ from shared.telemetry.logs import get_logger
 from shared.telemetry.metrics import Metrics
 from workers.channel import WorkerChannel
 from workers.context import StageContext, StopFlag, StopRequested
+from workers.maintenance import IndexMaintainer, maybe_build_index
 from workers.stages import STAGES
 
 log = get_logger("ingestd.worker")
@@ -56,6 +57,7 @@ class Worker:
         self.documents_done = 0
         self._set_title = set_title or (lambda _t: None)
         self._conn: psycopg.Connection[Any] | None = None
+        self.maintainer = IndexMaintainer(url, min_rows=settings.index_min_rows)
         self._listener: psycopg.Connection[Any] | None = None
 
     # -- connections ----------------------------------------------------------
@@ -119,7 +121,9 @@ class Worker:
             )
             if not claimed:
                 if until_idle:
+                    maybe_build_index(self.url, min_rows=self.settings.index_min_rows)
                     break
+                self.maintainer.poke(now)
                 # Wake at least every second to heartbeat while idle.
                 self._wait_for_work(min(self.settings.poll_seconds, 1.0))
                 continue

@@ -178,3 +178,23 @@ def test_embedding_space_mismatch_refuses_to_start(conn, db_url, make_settings, 
     with pytest.raises(ConfigError, match="reembed"):
         run_worker(other, db_url, embedder=HashEmbedder(dimensions=128))
     assert connect  # the module's connect is used by the fixtures
+
+
+def test_hnsw_index_is_built_once_enough_vectors_exist(conn, db_url, make_settings, corpus) -> None:
+    from workers.maintenance import INDEX_NAME, index_state
+
+    ingest_file(conn, corpus["txt"])
+    run_worker(make_settings(index_min_rows=100_000), db_url)
+    assert index_state(conn) == "missing", "too few vectors: no index yet"
+    ingest_file(conn, corpus["md"])
+    run_worker(make_settings(index_min_rows=5), db_url)
+    assert index_state(conn) == "valid"
+    conn.execute("SET enable_seqscan = off")  # tiny table: make the planner show it can
+    plan = "\n".join(
+        r["QUERY PLAN"]
+        for r in conn.execute(
+            "EXPLAIN SELECT ordinal FROM chunks ORDER BY embedding <=> "
+            "(SELECT embedding FROM chunks LIMIT 1) LIMIT 5"
+        )
+    )
+    assert INDEX_NAME in plan
