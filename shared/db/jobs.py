@@ -237,25 +237,32 @@ def transition(
     )
     if keep_lease:
         params.append(lease_seconds)
+    # One statement: the status change and the event row that explains it.
     row = conn.execute(
         sql.SQL(
-            "UPDATE documents SET {}, {} WHERE id = %s AND lease_owner = %s AND status = %s"
-            " RETURNING attempts"
+            "WITH upd AS (UPDATE documents SET {}, {}"
+            " WHERE id = %s AND lease_owner = %s AND status = %s"
+            " RETURNING id, attempts, correlation_id)"
+            " INSERT INTO document_events (document_id, event, stage, from_status, to_status,"
+            " attempt, worker, correlation_id, details)"
+            " SELECT id, %s, %s, %s, %s, attempts, %s, correlation_id, %s FROM upd"
+            " RETURNING id"
         ).format(set_sql, lease_sql),
-        [*params, doc_id, owner, str(from_status)],
+        [
+            *params,
+            doc_id,
+            owner,
+            str(from_status),
+            event,
+            str(from_status),
+            str(from_status),
+            str(to_status),
+            owner,
+            Jsonb(dict(details)) if details else None,
+        ],
     ).fetchone()
     if row is None:
         raise LeaseLost(f"document {doc_id} is not {from_status} under {owner}'s lease")
-    add_event(
-        conn,
-        doc_id,
-        event,
-        stage=str(from_status),
-        from_status=from_status,
-        to_status=to_status,
-        worker=owner,
-        details=details,
-    )
 
 
 def retry_delay(

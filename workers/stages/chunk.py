@@ -31,8 +31,8 @@ def make_chunker(ctx: StageContext, max_input_tokens: int | None = None) -> Chun
 
 def run(ctx: StageContext) -> Status:
     chunker = make_chunker(ctx, input_limit(ctx.settings))
-    with ctx.conn.transaction():
-        chunks.delete_unembedded(ctx.conn, ctx.doc_id, chunker.NAME, chunker.VERSION)
+    # What an interrupted attempt left (one statement, so its own transaction).
+    chunks.delete_unembedded(ctx.conn, ctx.doc_id, chunker.NAME, chunker.VERSION)
     produced: Iterator[ChunkRow] = (
         ChunkRow(c.ordinal, c.text, c.token_count, c.heading)
         for c in chunker.chunks(segments.read(ctx.conn, ctx.doc_id))

@@ -34,8 +34,7 @@ def run_local(ctx: StageContext) -> Status:
     doc = ctx.doc
     stream = open_blob(ctx.conn, doc["blob_oid"], doc["size_bytes"])
     blocks = iter_blocks(stream, doc["mime_type"])
-    with ctx.conn.transaction():
-        segments.clear(ctx.conn, ctx.doc_id)
+    segments.clear(ctx.conn, ctx.doc_id)  # what an interrupted attempt left; one statement
     written = chars = 0
     pending = _counted(blocks)
     while True:
