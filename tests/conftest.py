@@ -147,8 +147,7 @@ def openai_settings(
     def make(**overrides: Any) -> Settings:
         overrides.setdefault("embedder", "openai")
         overrides.setdefault("embedding_dimensions", 256)
-        return make_settings(
-            openai_api_key=DEFAULT_API_KEY, openai_base_url=openai_emulator.base_url, **overrides
-        )
+        overrides.setdefault("openai_api_key", DEFAULT_API_KEY)
+        return make_settings(openai_base_url=openai_emulator.base_url, **overrides)
 
     return make
