@@ -76,6 +76,8 @@ class IngestError(Exception):
             self.error_class = error_class
         # Seconds the remote side asked us to wait, when it said so.
         self.retry_after = retry_after
+        # The HTTP status behind it, when a response was received.
+        self.http_status: int | None = None
 
     def __str__(self) -> str:
         return f"{self.error_class}: {self.message}"

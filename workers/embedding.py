@@ -118,10 +118,13 @@ def _api_metrics(metrics: Metrics, service: str) -> Callable[[AttemptEvent], Non
             metrics.timing(f"api.{service}.latency", event.elapsed * 1000)
             metrics.incr(f"api.{service}.status.200")
             return
+        status = event.error.http_status if event.error is not None else None
+        if status is not None:
+            metrics.incr(f"api.{service}.status.{status}")
         if event.error_class is ErrorClass.RATE_LIMITED:
             metrics.incr(f"api.{service}.rate_limited")
-            metrics.incr(f"api.{service}.status.429")
-        elif event.error_class is not None:
+        elif event.error_class is not None and (status is None or status < 400):
+            # No usable response at all: timeout, dropped connection, malformed reply.
             metrics.incr(f"api.{service}.errors.{event.error_class}")
         if event.outcome == "retry":
             metrics.incr(f"api.{service}.retries")

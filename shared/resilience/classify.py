@@ -42,6 +42,20 @@ def classify_http(
     *,
     service: str | None = None,
 ) -> IngestError:
+    """Classify a non-successful (or unreadable) HTTP response; the error keeps the
+    status in ``http_status`` (for per-status metrics)."""
+    error = _classify_http(status, body, headers, service=service)
+    error.http_status = status
+    return error
+
+
+def _classify_http(
+    status: int,
+    body: bytes | str | Mapping[str, Any] | None,
+    headers: Mapping[str, str] | None,
+    *,
+    service: str | None = None,
+) -> IngestError:
     """Classify a non-successful (or unreadable) HTTP response.
 
     A 2xx/3xx status reaching here means the body could not be used, which is a

@@ -214,6 +214,7 @@ EXAMPLES = {
     "queue.depth.<status>": "queue.depth.awaiting_parse",
     "queue.oldest_runnable_age": "queue.oldest_runnable_age",
     "leases.expired": "leases.expired",
+    "leases.lost": "leases.lost",
 }
 
 
