@@ -50,29 +50,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     ).run()
 
 
+INGEST_GROUP = 200  # files per transaction: one durable commit per group, not per file
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from shared.ingest import ingest_file, iter_paths
+    from itertools import islice
+
+    from shared.ingest import IngestResult, ingest_file, iter_paths
 
     settings = _settings(args)
     conn = _db(settings)
-    results = []
+    results: list[IngestResult] = []
     rejected = 0
-    for path, error in iter_paths([Path(p) for p in args.paths]):
-        if error is not None:
-            from shared.ingest import IngestResult
-
-            result = IngestResult(str(path), "rejected", error=error)
-        else:
-            result = ingest_file(conn, path)
-        rejected += result.status == "rejected"
-        results.append(result)
-        if args.json:
-            print(dumps(result.as_json()), flush=True)
-        elif result.status == "rejected":
-            print(f"rejected  {result.path}: {result.error}", file=sys.stderr)
-        elif not args.quiet:
-            verb = "queued" if result.created else f"exists ({result.status})"
-            print(f"{verb:<10}{result.document_id}  {result.path}")
+    paths = iter_paths([Path(p) for p in args.paths])
+    while group := list(islice(paths, INGEST_GROUP)):
+        done: list[IngestResult] = []
+        # Each file is a savepoint inside the group's transaction, so one bad file
+        # (or a duplicate) rolls back alone; results are reported once committed.
+        with conn.transaction():
+            for path, error in group:
+                if error is not None:
+                    done.append(IngestResult(str(path), "rejected", error=error))
+                else:
+                    done.append(ingest_file(conn, path))
+        for result in done:
+            rejected += result.status == "rejected"
+            if args.json:
+                print(dumps(result.as_json()), flush=True)
+            elif result.status == "rejected":
+                print(f"rejected  {result.path}: {result.error}", file=sys.stderr)
+            elif not args.quiet:
+                verb = "queued" if result.created else f"exists ({result.status})"
+                print(f"{verb:<10}{result.document_id}  {result.path}")
+        results.extend(done)
     if not results:
         print("nothing to ingest: no files found", file=sys.stderr)
         return 1
