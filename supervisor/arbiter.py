@@ -128,8 +128,9 @@ class Arbiter:
         self.with_http = with_http
         self._worker_target = worker_target
         self._http_target = http_target
-        self._reload_overrides = {k: v for k, v in (reload_overrides or {}).items()
-                                  if v is not None}
+        self._reload_overrides = {
+            k: v for k, v in (reload_overrides or {}).items() if v is not None
+        }
         self.target = settings.workers
         self.hostname = control.hostname()
         self.pid = os.getpid()
@@ -141,8 +142,10 @@ class Arbiter:
         self._signals = SignalQueue()
         self._selector = selectors.PollSelector()  # no kernel object for children to inherit
         self._restarts = RestartPolicy(
-            settings.restart_backoff_base_seconds, settings.restart_backoff_max_seconds,
-            settings.crash_loop_limit, settings.crash_loop_window_seconds,
+            settings.restart_backoff_base_seconds,
+            settings.restart_backoff_max_seconds,
+            settings.crash_loop_limit,
+            settings.crash_loop_window_seconds,
         )
         self._limits = MemoryLimits.from_settings(settings)
         self._respawn_at: dict[tuple[Kind, int], float] = {}
@@ -206,13 +209,19 @@ class Arbiter:
         self._signals.install()
         self._selector.register(self._signals.wakeup_fd, selectors.EVENT_READ)
         self._update_title()
-        self._log.info("supervisor starting", workers=self.target, drain=self.drain,
-                       supervisor=self.id, config=str(self.config_path or ""))
+        self._log.info(
+            "supervisor starting",
+            workers=self.target,
+            drain=self.drain,
+            supervisor=self.id,
+            config=str(self.config_path or ""),
+        )
         try:
             self._spawn_missing(time.monotonic())
             self._metrics = _make_metrics(self.settings)
-            sentry.init_sentry(self.settings.sentry_dsn, self.settings.sentry_environment,
-                               "supervisor", None)
+            sentry.init_sentry(
+                self.settings.sentry_dsn, self.settings.sentry_environment, "supervisor", None
+            )
             return self._loop()
         except BaseException:
             self._log.exception("supervisor failed; stopping its children")
@@ -321,13 +330,16 @@ class Arbiter:
                 continue
             child = self._worker_in(slot)
             if child is None:
-                self._log.warning("profile request for a slot without a worker",
-                                  worker_slot=slot)
+                self._log.warning("profile request for a slot without a worker", worker_slot=slot)
                 continue
             self._profile_forwarded[slot] = request_id
             self._send(child, signal.SIGUSR1)
-            self._log.info("profile requested", worker_slot=slot, worker_pid=child.pid,
-                           path=str(request.get("path", "")))
+            self._log.info(
+                "profile requested",
+                worker_slot=slot,
+                worker_pid=child.pid,
+                path=str(request.get("path", "")),
+            )
 
     # -- children: start -----------------------------------------------------------------
 
@@ -343,6 +355,11 @@ class Arbiter:
             from supervisor.http.app import http_main
 
             self._http_target = http_main
+        from workers.embedding import choose
+
+        if choose(self.settings) == "openai":
+            # Imported once here and shared copy-on-write, not 1-3 s in every worker.
+            import shared.embedders.openai  # noqa: F401
 
     def _spawn_missing(self, now: float) -> None:
         occupied = {(c.kind, c.slot) for c in self.children.values()}
@@ -351,8 +368,9 @@ class Arbiter:
             wanted.append((Kind.HTTP, 0))
         for key in [k for k in self._respawn_at if k not in wanted]:
             del self._respawn_at[key]  # scaled away while waiting for its respawn
-        due = [key for key in wanted
-               if key not in occupied and now >= self._respawn_at.get(key, 0.0)]
+        due = [
+            key for key in wanted if key not in occupied and now >= self._respawn_at.get(key, 0.0)
+        ]
         if not due:
             return
         self._close_db()  # a child must not inherit the supervisor's connection
@@ -376,9 +394,16 @@ class Arbiter:
             return
         os.close(write_fd)
         child = Child(
-            kind=kind, slot=slot, pid=pid, owner=owner, generation=generation,
-            reader=ChannelReader(read_fd), started=now, started_at=datetime.now(UTC),
-            settings_version=self._settings_version, stage_since=now,
+            kind=kind,
+            slot=slot,
+            pid=pid,
+            owner=owner,
+            generation=generation,
+            reader=ChannelReader(read_fd),
+            started=now,
+            started_at=datetime.now(UTC),
+            settings_version=self._settings_version,
+            stage_since=now,
         )
         try:
             child.process = psutil.Process(pid)
@@ -388,11 +413,20 @@ class Arbiter:
         self.children[pid] = child
         self._selector.register(read_fd, selectors.EVENT_READ)
         self._respawn_at.pop((kind, slot), None)
-        self._log.info("worker started" if kind is Kind.WORKER else "http child started",
-                       worker_slot=slot, worker_pid=pid, owner=owner)
+        self._log.info(
+            "worker started" if kind is Kind.WORKER else "http child started",
+            worker_slot=slot,
+            worker_pid=pid,
+            owner=owner,
+        )
 
     def _become_child(  # pragma: no cover - runs in the child
-        self, kind: Kind, slot: int, owner: str, read_fd: int, write_fd: int,
+        self,
+        kind: Kind,
+        slot: int,
+        owner: str,
+        read_fd: int,
+        write_fd: int,
         mask: set[signal.Signals],
     ) -> None:
         code = 70
@@ -436,7 +470,8 @@ class Arbiter:
             child.recycle_after_documents = s.recycle_after_documents + extra
         if s.recycle_after_seconds is not None:
             child.recycle_at = now + s.recycle_after_seconds * (
-                1 + self._rng.uniform(0, s.recycle_jitter))
+                1 + self._rng.uniform(0, s.recycle_jitter)
+            )
 
     # -- children: listen, watch ---------------------------------------------------------
 
@@ -451,8 +486,9 @@ class Arbiter:
         if not self._stopping:
             due.append(self._next_memory)
             due.extend(self._respawn_at.values())
-        due.extend(c.kill_at for c in self.children.values()
-                   if c.kill_at is not None and not c.escalated)
+        due.extend(
+            c.kill_at for c in self.children.values() if c.kill_at is not None and not c.escalated
+        )
         return min(due)
 
     def _read_channels(self, now: float) -> None:
@@ -486,16 +522,30 @@ class Arbiter:
                 continue
             age = child.heartbeat_age(now)
             if age > s.heartbeat_timeout_seconds:
-                self._kill(child, Reason.HEARTBEAT, signal.SIGTERM, now, grace,
-                           f"no heartbeat for {age:.1f}s (timeout {s.heartbeat_timeout_seconds}s)")
+                self._kill(
+                    child,
+                    Reason.HEARTBEAT,
+                    signal.SIGTERM,
+                    now,
+                    grace,
+                    f"no heartbeat for {age:.1f}s (timeout {s.heartbeat_timeout_seconds}s)",
+                )
                 continue
             stage_age = child.stage_age(now)
-            if child.kind is Kind.WORKER and stage_age is not None and (
-                stage_age > s.stage_deadline_seconds
+            if (
+                child.kind is Kind.WORKER
+                and stage_age is not None
+                and (stage_age > s.stage_deadline_seconds)
             ):
-                self._kill(child, Reason.DEADLINE, signal.SIGINT, now, grace,
-                           f"stage {child.stage} of document {child.document_id} ran "
-                           f"{stage_age:.1f}s (deadline {s.stage_deadline_seconds}s)")
+                self._kill(
+                    child,
+                    Reason.DEADLINE,
+                    signal.SIGINT,
+                    now,
+                    grace,
+                    f"stage {child.stage} of document {child.document_id} ran "
+                    f"{stage_age:.1f}s (deadline {s.stage_deadline_seconds}s)",
+                )
 
     def _check_memory(self, now: float) -> None:
         limits = self._limits
@@ -509,23 +559,38 @@ class Arbiter:
             except psutil.Error as exc:
                 if not child.memory_unreadable:
                     child.memory_unreadable = True
-                    self._log.error("cannot read the worker's memory: no ceiling enforced",
-                                    worker_slot=child.slot, worker_pid=child.pid,
-                                    error=repr(exc))
+                    self._log.error(
+                        "cannot read the worker's memory: no ceiling enforced",
+                        worker_slot=child.slot,
+                        worker_pid=child.pid,
+                        error=repr(exc),
+                    )
                 continue
             verdict = child.memory.observe(uss, limits)
             self._metrics.gauge(f"worker.{child.slot}.uss", uss)
             if verdict is Verdict.HARD:
-                self._kill(child, Reason.MEMORY, signal.SIGKILL, now, 0.0,
-                           f"USS {megabytes(uss)} MB over the hard ceiling "
-                           f"{megabytes(limits.hard_bytes)} MB")
-            elif verdict is Verdict.SOFT and child.stop_reason is None and (
-                child.kill_reason is None
+                self._kill(
+                    child,
+                    Reason.MEMORY,
+                    signal.SIGKILL,
+                    now,
+                    0.0,
+                    f"USS {megabytes(uss)} MB over the hard ceiling "
+                    f"{megabytes(limits.hard_bytes)} MB",
+                )
+            elif (
+                verdict is Verdict.SOFT
+                and child.stop_reason is None
+                and (child.kill_reason is None)
             ):
                 self._log.warning(
                     "worker over the soft memory ceiling: recycling after its batch",
-                    worker_slot=child.slot, worker_pid=child.pid, uss_mb=megabytes(uss),
-                    soft_mb=megabytes(limits.soft_bytes), strikes=child.memory.strikes)
+                    worker_slot=child.slot,
+                    worker_pid=child.pid,
+                    uss_mb=megabytes(uss),
+                    soft_mb=megabytes(limits.soft_bytes),
+                    strikes=child.memory.strikes,
+                )
                 self._request_stop(child, Reason.RECYCLE, signal.SIGUSR2, now, grace=None)
 
     def _check_recycling(self, now: float) -> None:
@@ -540,17 +605,25 @@ class Arbiter:
             elif child.recycle_at is not None and now >= child.recycle_at:
                 why = f"{child.lifetime(now):.0f}s old"
             if why is not None:
-                self._log.info("recycling worker", worker_slot=child.slot,
-                               worker_pid=child.pid, why=why)
+                self._log.info(
+                    "recycling worker", worker_slot=child.slot, worker_pid=child.pid, why=why
+                )
                 self._request_stop(child, Reason.RECYCLE, signal.SIGUSR2, now, grace=None)
 
     def _scale_down(self, now: float) -> None:
         for child in self._workers():
-            if child.slot >= self.target and child.stop_reason is None and (
-                child.kill_reason is None
+            if (
+                child.slot >= self.target
+                and child.stop_reason is None
+                and (child.kill_reason is None)
             ):
-                self._request_stop(child, Reason.SCALE_DOWN, signal.SIGTERM, now,
-                                   grace=self.settings.drain_timeout_seconds)
+                self._request_stop(
+                    child,
+                    Reason.SCALE_DOWN,
+                    signal.SIGTERM,
+                    now,
+                    grace=self.settings.drain_timeout_seconds,
+                )
 
     def _check_ready(self) -> None:
         if self._ready:
@@ -577,21 +650,29 @@ class Arbiter:
 
     # -- children: end -------------------------------------------------------------------
 
-    def _kill(self, child: Child, reason: Reason, sig: int, now: float, grace: float,
-              detail: str) -> None:
+    def _kill(
+        self, child: Child, reason: Reason, sig: int, now: float, grace: float, detail: str
+    ) -> None:
         child.kill_reason, child.kill_detail = reason, detail
-        self._log.error("killing worker" if child.kind is Kind.WORKER else "killing http child",
-                        worker_slot=child.slot, worker_pid=child.pid, reason=str(reason),
-                        detail=detail, signal=signal_name(sig), document_id=child.document_id,
-                        stage=child.stage)
+        self._log.error(
+            "killing worker" if child.kind is Kind.WORKER else "killing http child",
+            worker_slot=child.slot,
+            worker_pid=child.pid,
+            reason=str(reason),
+            detail=detail,
+            signal=signal_name(sig),
+            document_id=child.document_id,
+            stage=child.stage,
+        )
         self._send(child, sig)
         if sig == signal.SIGKILL:
             child.escalated, child.kill_at = True, None
         else:
             child.kill_at = now + grace
 
-    def _request_stop(self, child: Child, reason: Reason, sig: int, now: float,
-                      grace: float | None) -> None:
+    def _request_stop(
+        self, child: Child, reason: Reason, sig: int, now: float, grace: float | None
+    ) -> None:
         """A planned stop: the child finishes its batch and exits 0. ``grace``: SIGKILL
         after that long (None: no limit; the heartbeat and stage deadline still apply)."""
         child.stop_reason, child.stop_signal = reason, sig
@@ -607,9 +688,13 @@ class Arbiter:
     def _escalate(self, now: float) -> None:
         for child in self.children.values():
             if child.kill_at is not None and not child.escalated and now >= child.kill_at:
-                self._log.warning("grace period over: SIGKILL", worker_slot=child.slot,
-                                  worker_pid=child.pid, kind=str(child.kind),
-                                  reason=str(child.kill_reason or child.stop_reason))
+                self._log.warning(
+                    "grace period over: SIGKILL",
+                    worker_slot=child.slot,
+                    worker_pid=child.pid,
+                    kind=str(child.kind),
+                    reason=str(child.kill_reason or child.stop_reason),
+                )
                 child.escalated = True
                 self._send(child, signal.SIGKILL)
 
@@ -618,8 +703,9 @@ class Arbiter:
             try:
                 pid, status = os.waitpid(child.pid, os.WNOHANG)
             except ChildProcessError:
-                self._log.error("child vanished: its exit status was collected elsewhere",
-                                worker_pid=child.pid)
+                self._log.error(
+                    "child vanished: its exit status was collected elsewhere", worker_pid=child.pid
+                )
                 self._on_exit(child, None, now)
                 continue
             if pid != 0:
@@ -629,8 +715,11 @@ class Arbiter:
         self._read_channel(child, now)  # its last words
         self._close_channel(child)
         del self.children[child.pid]
-        death = (classify(child, wait_status) if wait_status is not None
-                 else Death(Reason.CRASH, None, None, "vanished"))
+        death = (
+            classify(child, wait_status)
+            if wait_status is not None
+            else Death(Reason.CRASH, None, None, "vanished")
+        )
         if child.kind is Kind.WORKER:
             self._release_documents(child, death)
         if death.reason.replaced:
@@ -640,45 +729,66 @@ class Arbiter:
         if death.report:
             self._report_death(child, death)
         log = self._log.info if death.reason.planned else self._log.error
-        log("worker exited" if child.kind is Kind.WORKER else "http child exited",
-            worker_slot=child.slot, worker_pid=child.pid, reason=str(death.reason),
-            exit_code=death.exit_code, detail=death.detail,
+        log(
+            "worker exited" if child.kind is Kind.WORKER else "http child exited",
+            worker_slot=child.slot,
+            worker_pid=child.pid,
+            reason=str(death.reason),
+            exit_code=death.exit_code,
+            detail=death.detail,
             signal=signal_name(death.signal) if death.signal else None,
-            lifetime_seconds=round(child.lifetime(now), 3), document_id=child.document_id,
-            stage=child.stage, documents_done=child.documents_done,
-            uss_mb=megabytes(child.memory.last_uss))
+            lifetime_seconds=round(child.lifetime(now), 3),
+            document_id=child.document_id,
+            stage=child.stage,
+            documents_done=child.documents_done,
+            uss_mb=megabytes(child.memory.last_uss),
+        )
         if self._stopping or death.reason is Reason.SCALE_DOWN:
             return
         if death.reason is Reason.CONFIG:
-            self._log.critical("a worker reported a configuration error: giving up",
-                               worker_slot=child.slot, worker_pid=child.pid)
+            self._log.critical(
+                "a worker reported a configuration error: giving up",
+                worker_slot=child.slot,
+                worker_pid=child.pid,
+            )
             self._begin_stop(EXIT_CONFIG, graceful=True, why="configuration error")
             return
-        self._schedule_respawn(child.kind, child.slot, now, lifetime=child.lifetime(now),
-                               failure=death.failure)
+        self._schedule_respawn(
+            child.kind, child.slot, now, lifetime=child.lifetime(now), failure=death.failure
+        )
 
-    def _schedule_respawn(self, kind: Kind, slot: int, now: float, *, lifetime: float,
-                          failure: bool) -> None:
-        decision = self._restarts.record((kind, slot), now=now, lifetime=lifetime,
-                                         failure=failure)
+    def _schedule_respawn(
+        self, kind: Kind, slot: int, now: float, *, lifetime: float, failure: bool
+    ) -> None:
+        decision = self._restarts.record((kind, slot), now=now, lifetime=lifetime, failure=failure)
         if decision.give_up:
             self._log.critical(
-                "crash loop: giving up", rapid_failures=decision.rapid_failures,
+                "crash loop: giving up",
+                rapid_failures=decision.rapid_failures,
                 limit=self.settings.crash_loop_limit,
-                window_seconds=self.settings.crash_loop_window_seconds)
+                window_seconds=self.settings.crash_loop_window_seconds,
+            )
             self._begin_stop(EXIT_CRASH_LOOP, graceful=True, why="crash loop")
             return
         self._respawn_at[(kind, slot)] = now + decision.delay
         if failure:
-            self._log.warning("restart scheduled", kind=str(kind), worker_slot=slot,
-                              delay_seconds=decision.delay, streak=decision.streak,
-                              rapid_failures=decision.rapid_failures,
-                              limit=self.settings.crash_loop_limit)
+            self._log.warning(
+                "restart scheduled",
+                kind=str(kind),
+                worker_slot=slot,
+                delay_seconds=decision.delay,
+                streak=decision.streak,
+                rapid_failures=decision.rapid_failures,
+                limit=self.settings.crash_loop_limit,
+            )
 
     def _release_documents(self, child: Child, death: Death) -> None:
-        pending = PendingRelease(child.owner, f"{child.label} (pid {child.pid})",
-                                 death.release_class, f"{child.label} (pid {child.pid}) "
-                                 f"{death.detail}")
+        pending = PendingRelease(
+            child.owner,
+            f"{child.label} (pid {child.pid})",
+            death.release_class,
+            f"{child.label} (pid {child.pid}) {death.detail}",
+        )
         try:
             self._release(pending)
         except psycopg.Error as exc:
@@ -691,19 +801,32 @@ class Arbiter:
         if pending.release_class is None:
             for doc_id in control.leased_by(conn, pending.owner):
                 if jobs.release(conn, doc_id, pending.owner, reason=pending.message):
-                    self._log.info("document released", document_id=str(doc_id),
-                                   worker=pending.label, attempt_counted=False)
+                    self._log.info(
+                        "document released",
+                        document_id=str(doc_id),
+                        worker=pending.label,
+                        attempt_counted=False,
+                    )
             return
         released = jobs.release_worker_leases(
-            conn, pending.owner, error_class=pending.release_class, message=pending.message,
-            max_attempts=s.max_attempts, retry_base=s.retry_base_seconds,
+            conn,
+            pending.owner,
+            error_class=pending.release_class,
+            message=pending.message,
+            max_attempts=s.max_attempts,
+            retry_base=s.retry_base_seconds,
             retry_cap=s.retry_max_seconds,
         )
         for doc_id, outcome in released:
-            self._log.warning("document released", document_id=str(doc_id),
-                              worker=pending.label, error_class=str(pending.release_class),
-                              to_status=str(outcome.status), attempts=outcome.attempts,
-                              attempt_counted=True)
+            self._log.warning(
+                "document released",
+                document_id=str(doc_id),
+                worker=pending.label,
+                error_class=str(pending.release_class),
+                to_status=str(outcome.status),
+                attempts=outcome.attempts,
+                attempt_counted=True,
+            )
             if outcome.status is Status.DEAD:
                 self._metrics.incr(f"documents.dead.{pending.release_class}")
 
@@ -723,12 +846,19 @@ class Arbiter:
                 doc = reports.document(self._conn(), uuid.UUID(child.document_id))
                 correlation_id = doc["correlation_id"] if doc else None
             except (psycopg.Error, ValueError) as exc:
-                self._log.warning("could not look up the document's correlation id",
-                                  document_id=child.document_id, error=str(exc))
+                self._log.warning(
+                    "could not look up the document's correlation id",
+                    document_id=child.document_id,
+                    error=str(exc),
+                )
                 self._close_db()
         reason = str(death.reason) if child.kind is Kind.WORKER else f"http {death.reason}"
         sentry.capture_worker_death(
-            child.slot, child.pid, reason, child.document_id, correlation_id,
+            child.slot,
+            child.pid,
+            reason,
+            child.document_id,
+            correlation_id,
             stage=child.stage if child.stage in STAGES else None,
         )
 
@@ -750,8 +880,14 @@ class Arbiter:
         self._state = "draining" if graceful else "stopping"
         grace = self.settings.drain_timeout_seconds if graceful else self._fast_grace()
         self._stop_deadline = now + grace
-        self._log.info("stopping", why=why, graceful=graceful, exit_code=code,
-                       grace_seconds=grace, children=len(self.children))
+        self._log.info(
+            "stopping",
+            why=why,
+            graceful=graceful,
+            exit_code=code,
+            grace_seconds=grace,
+            children=len(self.children),
+        )
         self._refresh_status_line()
         self._notify(lambda: self._notifier.stopping(self._status_line or None))
         sig = signal.SIGTERM if graceful else signal.SIGINT
@@ -801,17 +937,24 @@ class Arbiter:
     def _forget_child(self, child: Child) -> None:
         self.children.pop(child.pid, None)
         if child.kind is Kind.WORKER:
-            self._pending_releases.append(PendingRelease(
-                child.owner, f"{child.label} (pid {child.pid})", None,
-                f"{child.label} (pid {child.pid}) stopped: the supervisor failed"))
+            self._pending_releases.append(
+                PendingRelease(
+                    child.owner,
+                    f"{child.label} (pid {child.pid})",
+                    None,
+                    f"{child.label} (pid {child.pid}) stopped: the supervisor failed",
+                )
+            )
 
     def _cleanup(self) -> None:
         self._retry_releases()
         if self._pending_releases:
             self._log.error(
                 "could not release the documents of dead workers; their leases expire "
-                "by themselves", owners=[p.owner for p in self._pending_releases],
-                lease_seconds=self.settings.lease_seconds)
+                "by themselves",
+                owners=[p.owner for p in self._pending_releases],
+                lease_seconds=self.settings.lease_seconds,
+            )
         try:
             control.withdraw(self._conn(), self.id)
         except psycopg.Error as exc:
@@ -822,8 +965,9 @@ class Arbiter:
         self._notifier.close()
         self._metrics.close()
         sentry.flush()
-        self._log.info("supervisor exited", exit_code=self._exit_code,
-                       restarts=dict(self._restart_counts))
+        self._log.info(
+            "supervisor exited", exit_code=self._exit_code, restarts=dict(self._restart_counts)
+        )
 
     # -- reload and scaling -----------------------------------------------------------------
 
@@ -839,14 +983,17 @@ class Arbiter:
             _configure_logging(new)
             metrics = None
             if (new.statsd_host, new.statsd_port, new.statsd_prefix) != (
-                old.statsd_host, old.statsd_port, old.statsd_prefix
+                old.statsd_host,
+                old.statsd_port,
+                old.statsd_prefix,
             ):
                 metrics = _make_metrics(new)
         except (ConfigError, OSError, ValueError, psycopg.Error) as exc:
             _configure_logging(old)
-            self._log.error("reload failed; keeping the running configuration",
-                            error=str(exc).strip().splitlines()[0] if str(exc).strip()
-                            else type(exc).__name__)
+            self._log.error(
+                "reload failed; keeping the running configuration",
+                error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            )
             self._notify(lambda: self._notifier.ready(self._status_line or None))
             return
         if metrics is not None:
@@ -860,12 +1007,18 @@ class Arbiter:
         self.target = new.workers
         self._limits = MemoryLimits.from_settings(new)
         self._restarts.configure(
-            base=new.restart_backoff_base_seconds, cap=new.restart_backoff_max_seconds,
-            limit=new.crash_loop_limit, window=new.crash_loop_window_seconds)
+            base=new.restart_backoff_base_seconds,
+            cap=new.restart_backoff_max_seconds,
+            limit=new.crash_loop_limit,
+            window=new.crash_loop_window_seconds,
+        )
         self._settings_version += 1
         self._reloading = True
-        self._log.info("configuration reloaded; replacing children one by one",
-                       workers=self.target, version=self._settings_version)
+        self._log.info(
+            "configuration reloaded; replacing children one by one",
+            workers=self.target,
+            version=self._settings_version,
+        )
         self._update_title()
 
     def _advance_reload(self, now: float) -> None:
@@ -876,13 +1029,18 @@ class Arbiter:
         # The previous replacement must be up (heartbeating) before the next one goes.
         for slot in range(self.target):
             child = self._worker_in(slot)
-            if child is None or (child.settings_version == self._settings_version
-                                 and child.heartbeats == 0):
+            if child is None or (
+                child.settings_version == self._settings_version and child.heartbeats == 0
+            ):
                 return
         stale = sorted(
-            (c for c in self.children.values()
-             if c.settings_version < self._settings_version
-             and c.stop_reason is None and c.kill_reason is None),
+            (
+                c
+                for c in self.children.values()
+                if c.settings_version < self._settings_version
+                and c.stop_reason is None
+                and c.kill_reason is None
+            ),
             key=lambda c: (c.kind is Kind.HTTP, c.slot),
         )
         if not stale:
@@ -891,8 +1049,9 @@ class Arbiter:
             self._refresh_status_line()
             self._notify(lambda: self._notifier.ready(self._status_line or None))
             return
-        self._request_stop(stale[0], Reason.RELOAD, signal.SIGTERM, now,
-                           grace=self.settings.drain_timeout_seconds)
+        self._request_stop(
+            stale[0], Reason.RELOAD, signal.SIGTERM, now, grace=self.settings.drain_timeout_seconds
+        )
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -909,8 +1068,13 @@ class Arbiter:
                 self._db_error("reading queue statistics", exc)
         try:
             control.publish(
-                self._conn(), supervisor=self.id, pid=self.pid, host=self.hostname,
-                started_at=self.started_at, state=self._state, details=self._details(),
+                self._conn(),
+                supervisor=self.id,
+                pid=self.pid,
+                host=self.hostname,
+                started_at=self.started_at,
+                state=self._state,
+                details=self._details(),
                 workers=[self._worker_row(c, now) for c in self._workers()],
             )
         except psycopg.Error as exc:
@@ -959,13 +1123,16 @@ class Arbiter:
             "reloading": self._reloading,
             "settings_version": self._settings_version,
             "http_pid": http.pid if http else None,
-            "http_heartbeat_age_seconds": (round(http.heartbeat_age(time.monotonic()), 3)
-                                           if http and http.heartbeats else None),
+            "http_heartbeat_age_seconds": (
+                round(http.heartbeat_age(time.monotonic()), 3) if http and http.heartbeats else None
+            ),
             "restarts": dict(self._restart_counts),
             "pending_releases": len(self._pending_releases),
-            "queue": {k: self._queue[k] for k in ("runnable", "leased",
-                                                  "oldest_runnable_age_seconds")
-                      if k in self._queue},
+            "queue": {
+                k: self._queue[k]
+                for k in ("runnable", "leased", "oldest_runnable_age_seconds")
+                if k in self._queue
+            },
             "docs_per_second": self._docs_per_second,
             "breakers": breakers,
             "config_path": str(self.config_path) if self.config_path else None,
@@ -987,8 +1154,9 @@ class Arbiter:
         if now < self._next_watchdog:
             return
         interval = self._notifier.watchdog_interval()
-        self._next_watchdog = now + min(WATCHDOG_SECONDS, interval / 2 if interval else
-                                         WATCHDOG_SECONDS)
+        self._next_watchdog = now + min(
+            WATCHDOG_SECONDS, interval / 2 if interval else WATCHDOG_SECONDS
+        )
         self._notify(self._notifier.watchdog)
 
     def _notify(self, send: Callable[[], object]) -> None:
@@ -1013,8 +1181,9 @@ class Arbiter:
 
     def _conn(self) -> psycopg.Connection[Any]:
         if self._db is None or self._db.closed:
-            self._db = connect(_bounded(self._url), autocommit=True,
-                               application_name="ingestd-supervisor")
+            self._db = connect(
+                _bounded(self._url), autocommit=True, application_name="ingestd-supervisor"
+            )
         return self._db
 
     def _close_db(self) -> None:
@@ -1031,22 +1200,25 @@ class Arbiter:
             self._db_errors_suppressed[what] += 1
             return
         text = str(exc).strip()
-        self._log.error("database error", during=what,
-                        error=text.splitlines()[0] if text else type(exc).__name__,
-                        similar_errors_since_last_report=self._db_errors_suppressed.pop(what, 0))
+        self._log.error(
+            "database error",
+            during=what,
+            error=text.splitlines()[0] if text else type(exc).__name__,
+            similar_errors_since_last_report=self._db_errors_suppressed.pop(what, 0),
+        )
         self._db_error_logged_at[what] = now
 
     def _forget_dead_supervisors(self) -> None:
         try:
-            with connect(_bounded(self._url), autocommit=True,
-                         application_name="ingestd-supervisor") as conn:
+            with connect(
+                _bounded(self._url), autocommit=True, application_name="ingestd-supervisor"
+            ) as conn:
                 gone = control.forget_dead_supervisors(conn, self.hostname)
         except psycopg.Error as exc:
             self._db_error("removing rows of dead supervisors", exc)
             return
         if gone:
-            self._log.info("removed status rows of supervisors no longer running",
-                           supervisors=gone)
+            self._log.info("removed status rows of supervisors no longer running", supervisors=gone)
 
     def _update_title(self) -> None:
         state = "running" if self._state in ("running", "starting") else self._state

@@ -28,13 +28,22 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def _db(settings: Settings, *, migrate: bool = True) -> Any:
+    """A connection for a command. Commands that write migrate first; read-only
+    commands only check the schema, so they work against a read-only replica."""
     from shared.db.connect import connect, database_url
+    from shared.db.migrate import current_version, latest_version
     from shared.db.migrate import migrate as run_migrations
 
     url = database_url(settings)
     if migrate:
         run_migrations(url)
-    return connect(url, autocommit=True, application_name="ingestd-cli")
+    conn = connect(url, autocommit=True, application_name="ingestd-cli")
+    if not migrate and current_version(conn) < latest_version():
+        conn.close()
+        raise ConfigError(
+            "the database schema is not current: run `ingestd db migrate` (or start the daemon)"
+        )
+    return conn
 
 
 # -- commands -------------------------------------------------------------------
@@ -101,7 +110,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from supervisor.status import gather_status, render_status, watch_status
 
     settings = _settings(args)
-    conn = _db(settings)
+    conn = _db(settings, migrate=False)
     if args.watch:
         return watch_status(conn, interval=args.interval)
     status = gather_status(conn)
@@ -117,7 +126,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from supervisor.status import render_document
 
     settings = _settings(args)
-    conn = _db(settings)
+    conn = _db(settings, migrate=False)
     doc_id = reports.find_document_id(conn, args.document_id)
     doc = reports.document(conn, doc_id) if doc_id else None
     if doc is None:
@@ -135,7 +144,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from workers.search import search
 
     settings = _settings(args)
-    conn = _db(settings)
+    conn = _db(settings, migrate=False)
     hits = search(conn, settings, args.query, k=args.k)
     if args.json:
         for hit in hits:

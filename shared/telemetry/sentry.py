@@ -59,6 +59,9 @@ def init_sentry(
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(context.ROLES)}")
     sentry_sdk.init(
         dsn=dsn,
+        # Auto-enabled integrations import every library they could hook (openai among
+        # them): ~2.6 s of CPU per process after fork, and hooks we don't want.
+        auto_enabling_integrations=False,
         environment=environment,
         release=release,
         before_send=before_send,

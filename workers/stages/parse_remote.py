@@ -156,9 +156,15 @@ def attempt_metrics(metrics: Metrics) -> Callable[[AttemptEvent], None]:
         if event.outcome == "retry":
             metrics.incr(f"api.{SERVICE}.retries")
         cls = event.error_class
+        status = event.error.http_status if event.error is not None else None
+        if event.outcome == "success":
+            metrics.incr(f"api.{SERVICE}.status.200")
+        elif status is not None:
+            metrics.incr(f"api.{SERVICE}.status.{status}")
         if cls is ErrorClass.RATE_LIMITED:
             metrics.incr(f"api.{SERVICE}.rate_limited")
-        elif cls is not None and event.outcome != "rejected":
+        elif cls is not None and event.outcome != "rejected" and (status is None or status < 400):
+            # No usable response: timeout, dropped connection, malformed reply.
             metrics.incr(f"api.{SERVICE}.errors.{cls}")
 
     return on_event
