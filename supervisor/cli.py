@@ -71,6 +71,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     conn = _db(settings)
     results: list[IngestResult] = []
     rejected = 0
+    metrics = None
+    if settings.statsd_host:
+        from shared.telemetry.metrics import Metrics
+
+        metrics = Metrics.from_settings(
+            settings.statsd_host, settings.statsd_port, settings.statsd_prefix, role="supervisor"
+        )
     paths = iter_paths([Path(p) for p in args.paths])
     while group := list(islice(paths, INGEST_GROUP)):
         done: list[IngestResult] = []
@@ -92,6 +99,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 verb = "queued" if result.created else f"exists ({result.status})"
                 print(f"{verb:<10}{result.document_id}  {result.path}")
         results.extend(done)
+        created = sum(r.created for r in done)
+        if created and metrics is not None:
+            metrics.incr("documents.ingested", created)
     if not results:
         print("nothing to ingest: no files found", file=sys.stderr)
         return 1
