@@ -48,6 +48,7 @@ def _fill(url: str, n: int) -> None:
 
 def _consume(url: str, owner: str, batch: int, barrier: Any, out: Any) -> None:
     conn = connect(url, autocommit=True)
+    conn.execute("SET synchronous_commit = off")  # as a worker's session (workers/base.py)
     barrier.wait()
     started = time.perf_counter()
     n = 0

@@ -130,14 +130,16 @@ def claim(
     params = {"limit": limit, "owner": owner, "lease": lease_seconds}
     if reap:
         reap_expired(conn, max_attempts=max_attempts)
-    # Pipelined: BEGIN, SET, the claim and COMMIT go in one round trip.
-    # Asynchronous commit is safe for a claim and only for a claim: if the server
-    # crashes before it is flushed, the claim is simply lost and the document is
-    # runnable again, and any later (synchronous) commit by the claimant flushes
+    # One statement is its own transaction on an autocommit connection. Workers run
+    # their sessions with asynchronous commit, which is safe for a claim: if the
+    # server crashes before it is flushed, the claim is simply lost and the document
+    # is runnable again, and any later synchronous commit by the claimant flushes
     # the WAL up to and including the claim first.
-    with conn.pipeline(), conn.transaction():
-        conn.execute("SET LOCAL synchronous_commit = off")
+    if conn.autocommit:
         cur = conn.execute(_CLAIM, params)
+    else:
+        with conn.transaction():
+            cur = conn.execute(_CLAIM, params)
     return [_claimed(r) for r in cur.fetchall()]
 
 
