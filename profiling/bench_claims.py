@@ -13,25 +13,15 @@ import json
 import multiprocessing as mp
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from profiling.bench_pipeline import fresh_database
 from shared.db import jobs
 from shared.db.connect import connect
 from shared.db.embedded import embedded_url
-from shared.db.migrate import migrate
-
-
-def _fresh_database(admin_url: str) -> str:
-    name = f"bench_claims_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
-    migrate(url)
-    return url
 
 
 def _fill(url: str, n: int) -> None:
@@ -101,7 +91,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     admin = args.database_url or embedded_url(Path(tempfile.mkdtemp(prefix="ingestd-bench-")))
-    url = _fresh_database(admin)
+    url = fresh_database(admin)
     rows = []
     print(f"{'consumers':>9} {'batch':>5} {'docs':>7} {'seconds':>8} {'claims/s':>9}")
     for consumers in args.consumers:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -108,6 +110,15 @@ def drop_connection(request: web.Request) -> None:
         transport.abort()
 
 
+FaultT = TypeVar("FaultT", bound=StrEnum)
+
+
+class FaultConfig(Protocol[FaultT]):
+    faults: deque[FaultT]
+    fault_rates: dict[FaultT, float]
+    seed: int
+
+
 class HTTPEmulator:
     """An aiohttp app bound to ``host:port`` (port 0 picks a free one); ``url`` after start."""
 
@@ -121,6 +132,30 @@ class HTTPEmulator:
         self._handlers: set[asyncio.Task[Any]] = set()
         self._url: str | None = None
         self.background_errors: list[BaseException] = []
+
+    # -- faults ------------------------------------------------------------------------------
+    _rng_seed: int
+    _rng: random.Random
+
+    def _next_fault(self, kinds: type[FaultT], cfg: FaultConfig[FaultT]) -> FaultT | None:
+        """The next injected fault if any, else one rolled from ``cfg.fault_rates``."""
+        if cfg.faults:
+            try:
+                return cfg.faults.popleft()
+            except IndexError:  # emptied by another thread between the check and the pop
+                pass
+        if not cfg.fault_rates:
+            return None
+        if cfg.seed != self._rng_seed:
+            self._rng_seed = cfg.seed
+            self._rng = random.Random(cfg.seed)
+        roll = self._rng.random()
+        edge = 0.0
+        for kind in kinds:  # fixed order, so a seed replays the same faults
+            edge += cfg.fault_rates.get(kind, 0.0)
+            if roll < edge:
+                return kind
+        return None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _routes(self, app: web.Application) -> None:

@@ -388,24 +388,7 @@ class LlamaParseEmulator(HTTPEmulator):
         return self._reject(request, _Reject(401, "Invalid authentication credentials"))
 
     def _roll_fault(self) -> LlamaParseFault | None:
-        cfg = self.config
-        if cfg.faults:
-            try:
-                return cfg.faults.popleft()
-            except IndexError:  # emptied by another thread between the check and the pop
-                pass
-        if not cfg.fault_rates:
-            return None
-        if cfg.seed != self._rng_seed:
-            self._rng_seed = cfg.seed
-            self._rng = random.Random(cfg.seed)
-        roll = self._rng.random()
-        edge = 0.0
-        for kind in LlamaParseFault:  # fixed order, so a seed replays the same faults
-            edge += cfg.fault_rates.get(kind, 0.0)
-            if roll < edge:
-                return kind
-        return None
+        return self._next_fault(LlamaParseFault, self.config)
 
     def _admit_upload(self, fault: LlamaParseFault | None) -> None:
         """Raise _Reject when the upload is throttled or out of credits."""

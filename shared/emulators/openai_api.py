@@ -389,24 +389,7 @@ class OpenAIEmulator(HTTPEmulator):
         return self._reply(request, 401, body, {}, rate_headers=False)
 
     def _roll_fault(self) -> OpenAIFault | None:
-        cfg = self.config
-        if cfg.faults:
-            try:
-                return cfg.faults.popleft()
-            except IndexError:  # emptied by another thread between the check and the pop
-                pass
-        if not cfg.fault_rates:
-            return None
-        if cfg.seed != self._rng_seed:
-            self._rng_seed = cfg.seed
-            self._rng = random.Random(cfg.seed)
-        roll = self._rng.random()
-        edge = 0.0
-        for kind in OpenAIFault:  # fixed order, so a seed replays the same faults
-            edge += cfg.fault_rates.get(kind, 0.0)
-            if roll < edge:
-                return kind
-        return None
+        return self._next_fault(OpenAIFault, self.config)
 
     def _reply(
         self,
