@@ -159,7 +159,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t2 = time.perf_counter()
         from workers.maintenance import maybe_build_index
 
-        maybe_build_index(url, min_rows=1)
+        if not args.skip_index:
+            maybe_build_index(url, min_rows=1)
         index_s = time.perf_counter() - t2
         return {
             "docs": row["docs"],
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--chunk-tokens", type=int, default=96)
     ap.add_argument("--overlap-tokens", type=int, default=8)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--skip-index", action="store_true", help="don't time the HNSW build")
     ap.add_argument("--database-url")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
