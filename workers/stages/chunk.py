@@ -39,6 +39,7 @@ def run(ctx: StageContext) -> Status:
     )
     total = tokens = 0
     while True:
+        group = []  # let the previous group go before building the next
         group = list(islice(produced, GROUP))
         if not group:
             break

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import islice
+from typing import BinaryIO
 
 from shared.db import segments
-from shared.db.blobs import open_blob
+from shared.db.blobs import BlobReader, open_blob
 from shared.errors import InvalidInput
-from shared.parsers import PARSER_VERSION, iter_blocks, parser_name
+from shared.parsers import (
+    APPLICATION_PDF,
+    PARSER_VERSION,
+    iter_blocks,
+    normalize_mime,
+    parser_name,
+)
 from shared.states import Status
 from workers.context import StageContext
 
@@ -32,12 +39,18 @@ def run(ctx: StageContext) -> Status:
 
 def run_local(ctx: StageContext) -> Status:
     doc = ctx.doc
-    stream = open_blob(ctx.conn, doc["blob_oid"], doc["size_bytes"])
+    if normalize_mime(doc["mime_type"]) == APPLICATION_PDF:
+        # PDFium seeks before most reads: a read-ahead buffer would be thrown away
+        # (and refetched) each time, so it reads exact ranges instead.
+        stream: BinaryIO = BlobReader(ctx.conn, doc["blob_oid"], doc["size_bytes"])  # type: ignore[assignment]
+    else:
+        stream = open_blob(ctx.conn, doc["blob_oid"], doc["size_bytes"])
     blocks = iter_blocks(stream, doc["mime_type"])
     segments.clear(ctx.conn, ctx.doc_id)  # what an interrupted attempt left; one statement
     written = chars = 0
     pending = _counted(blocks)
     while True:
+        group = []  # let the previous group go before building the next
         group = list(islice(pending, GROUP))
         if not group:
             break
