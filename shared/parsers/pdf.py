@@ -102,22 +102,35 @@ def _page_text(pdf: pdfium.PdfDocument, index: int) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n").translate(_CLEANUP)
 
 
-def iter_pdf_blocks(stream: BinaryIO, *, block_chars: int) -> Iterator[str]:
-    check_block_chars(block_chars)
-    if not callable(getattr(stream, "seek", None)) or (
-        callable(getattr(stream, "seekable", None)) and not stream.seekable()
-    ):
-        raise ValueError("PDF parsing needs a seekable stream")
+REOPEN_EVERY_PAGES = 500
+
+
+def _open(stream: BinaryIO) -> tuple[_RangeReader, pdfium.PdfDocument]:
     reader = _RangeReader(stream)
     try:
         pdf = pdfium.PdfDocument(reader)
     except pdfium.PdfiumError as exc:
         reader.raise_error()
         raise _load_error(exc) from None
+    reader.raise_error()
+    return reader, pdf
+
+
+def iter_pdf_blocks(stream: BinaryIO, *, block_chars: int) -> Iterator[str]:
+    check_block_chars(block_chars)
+    if not callable(getattr(stream, "seek", None)) or (
+        callable(getattr(stream, "seekable", None)) and not stream.seekable()
+    ):
+        raise ValueError("PDF parsing needs a seekable stream")
+    reader, pdf = _open(stream)
     try:
-        reader.raise_error()
         has_text = False
         for index in range(len(pdf)):
+            if index and index % REOPEN_EVERY_PAGES == 0:
+                # PDFium keeps ~4 KB per loaded page until the document is closed;
+                # reopening bounds that for documents of tens of thousands of pages.
+                pdf.close()
+                reader, pdf = _open(stream)
             try:
                 text = _page_text(pdf, index)
             except pdfium.PdfiumError as exc:

@@ -459,3 +459,19 @@ def test_pdf_stops_cleanly_when_abandoned() -> None:
     blocks: Iterator[str] = iter_blocks(StrictStream(data, seekable=True), APPLICATION_PDF)  # type: ignore[arg-type]
     assert next(blocks) == "one"
     blocks.close()  # type: ignore[attr-defined]
+
+
+def test_pdf_reopened_every_n_pages_keeps_every_page_in_order(tmp_path, monkeypatch) -> None:
+    from profiling.generators import write_pdf
+    from shared.parsers import iter_blocks as _iter_blocks
+    from shared.parsers import pdf as pdf_module
+
+    monkeypatch.setattr(pdf_module, "REOPEN_EVERY_PAGES", 3)
+    path = write_pdf(tmp_path / "seven.pdf", 7, seed=5)
+    with path.open("rb") as fh:
+        text = "".join(_iter_blocks(fh, "application/pdf"))
+    positions = [
+        text.index(f"Page {n}\n") if f"Page {n}\n" in text else text.index(f"Page {n}")
+        for n in range(1, 8)
+    ]
+    assert positions == sorted(positions)
