@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from shared.embedders import local as local_module
-from shared.embedders.local import LocalEmbedder, missing_dependencies
+from shared.embedders.local import LocalEmbedder
 from shared.errors import ConfigError, InvalidInput
 
 
@@ -23,7 +23,6 @@ def test_missing_dependencies_are_a_config_error_naming_the_install(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(bool(missing_dependencies()), reason="ingestd[local] is not installed")
 def test_local_embedder_gives_unit_384_vectors_with_meaning() -> None:
     texts = [
         "The cat sleeps on the warm windowsill.",

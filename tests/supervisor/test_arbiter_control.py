@@ -206,17 +206,6 @@ def test_profile_request_reaches_the_worker_in_that_slot(
     assert run.wait_exit() == 0
 
 
-def _real_pipeline_present() -> bool:
-    try:
-        from shared.embedders import make_embedder  # noqa: F401
-        from workers.process import worker_main  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _real_pipeline_present(),
-                    reason="workers.process or shared.embedders not written yet")
 def test_real_workers_drain_a_document_to_complete(
     start_arbiter: Start, conn: psycopg.Connection[Any], ingest_bytes: Callable[..., Any]
 ) -> None:
