@@ -13,16 +13,12 @@ from typing import Any
 
 from shared.db.space import EmbeddingSpace
 from shared.embedders import local  # light: torch is imported only when the model loads
+from shared.embedders.models import NATIVE_DIMENSIONS
 from shared.errors import ConfigError, ErrorClass
 from shared.resilience import AttemptEvent
 from shared.settings import Settings
 from shared.telemetry.metrics import Metrics
 
-OPENAI_DIMS = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
 HASH_DEFAULT_DIMS = 384
 
 
@@ -42,12 +38,12 @@ def space_for(settings: Settings) -> EmbeddingSpace:
                 "OpenAI-compatible server); or set INGESTD_EMBEDDER=local for the offline model"
             )
         model = settings.embedding_model or "text-embedding-3-small"
-        if model not in OPENAI_DIMS:
+        if model not in NATIVE_DIMENSIONS:
             raise ConfigError(
                 f"INGESTD_EMBEDDING_MODEL={model!r} is not a known OpenAI embedding model; "
-                f"known: {', '.join(OPENAI_DIMS)}"
+                f"known: {', '.join(NATIVE_DIMENSIONS)}"
             )
-        dims = settings.embedding_dimensions or OPENAI_DIMS[model]
+        dims = settings.embedding_dimensions or NATIVE_DIMENSIONS[model]
         if settings.embedding_dimensions and model == "text-embedding-ada-002":
             raise ConfigError(
                 "INGESTD_EMBEDDING_DIMENSIONS is only supported by text-embedding-3-*"

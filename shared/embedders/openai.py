@@ -21,6 +21,7 @@ import numpy as np
 import openai
 
 from shared.embedders.base import EmbeddingUsage, check_inputs, validate_embeddings
+from shared.embedders.models import NATIVE_DIMENSIONS, SHORTENABLE
 from shared.errors import ConfigError, ErrorClass, InvalidInput, TransientError
 from shared.resilience import (
     REQUEST_BACKOFF,
@@ -34,13 +35,6 @@ from shared.resilience import (
 from shared.tokens import count_tokens, estimate_api_tokens
 
 _log = logging.getLogger(__name__)
-
-NATIVE_DIMENSIONS = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
-_SHORTENABLE = frozenset({"text-embedding-3-small", "text-embedding-3-large"})
 
 MAX_INPUTS_PER_REQUEST = 2048
 # Judged by the provider on its byte estimate (shared.tokens.estimate_api_tokens).
@@ -217,7 +211,7 @@ def _resolve_dimensions(model: str, dimensions: int | None) -> tuple[int, bool]:
         return dimensions, True
     if dimensions is None or dimensions == native:
         return native, False
-    if model not in _SHORTENABLE:
+    if model not in SHORTENABLE:
         raise ConfigError(f"OpenAI embedder: {model} does not support a dimensions setting")
     if not 1 <= dimensions <= native:
         raise ConfigError(f"OpenAI embedder: {model} dimensions must be in 1..{native}")
