@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "INGESTD_CHUNK_TARGET_TOKENS": str(args.chunk_tokens),
                 "INGESTD_CHUNK_OVERLAP_TOKENS": str(args.overlap_tokens),
                 "INGESTD_EMBED_CONCURRENCY": str(args.concurrency),
-                "INGESTD_CLAIM_BATCH": "4",
+                "INGESTD_CLAIM_BATCH": str(args.claim_batch),
                 # The HNSW build is a one-off, measured on its own (``index_seconds``).
                 "INGESTD_INDEX_MIN_ROWS": str(10**9),
             }
@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--chunk-tokens", type=int, default=96)
     ap.add_argument("--overlap-tokens", type=int, default=8)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--claim-batch", type=int, default=32)
     ap.add_argument("--skip-index", action="store_true", help="don't time the HNSW build")
     ap.add_argument("--database-url")
     ap.add_argument("--json", type=Path)

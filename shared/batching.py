@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from shared.errors import InvalidInput
 from shared.tokens import estimate_api_tokens
@@ -21,7 +22,7 @@ __all__ = ["BatchItem", "BatchLimits", "batch_weight", "item_weight", "pack"]
 
 @dataclass(frozen=True)
 class BatchItem:
-    key: int  # the chunk ordinal
+    key: Any  # the chunk's identity: its ordinal, or (document, ordinal) in a group
     text: str
     token_count: int
 

@@ -1,7 +1,9 @@
 """The worker: claim → run the stage for the document's status → transition → next.
 
-One document at a time per process (shared-nothing: parallelism comes from
-processes, and within the embed stage from requests in flight). Every way an
+Shared-nothing: parallelism comes from processes, and within the embed stage
+from requests in flight. A claim may take several small documents; fresh ones
+run through the stages together as a group (workers/group.py), anything else
+one document at a time through the stage modules. Every way an
 attempt can end is handled here, in one place: success, a classified error
 (retry, fail or dead), a lost lease, a stop request, or a bug.
 """
@@ -12,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
 
@@ -25,6 +28,7 @@ from shared.telemetry.logs import get_logger
 from shared.telemetry.metrics import Metrics
 from workers.channel import WorkerChannel
 from workers.context import StageContext, StopFlag, StopRequested
+from workers.group import groupable, run_group
 from workers.maintenance import IndexMaintainer, maybe_build_index
 from workers.stages import STAGES
 
@@ -117,6 +121,7 @@ class Worker:
                 lease_seconds=self.settings.lease_seconds,
                 max_attempts=self.settings.max_attempts,
                 reap=reap,
+                max_bytes=self.settings.claim_max_bytes,
             )
             if not claimed:
                 if until_idle:
@@ -126,6 +131,10 @@ class Worker:
                 # Wake at least every second to heartbeat while idle.
                 self._wait_for_work(min(self.settings.poll_seconds, 1.0))
                 continue
+            together = [c for c in claimed if groupable(self, c)]
+            if len(together) > 1 and self.profile_next is None:
+                run_group(self, together)
+                claimed = [c for c in claimed if c not in together]
             for i, c in enumerate(claimed):
                 if self.stop.graceful:
                     for rest in claimed[i:]:
@@ -205,26 +214,29 @@ class Worker:
                 self.metrics.incr("leases.lost")
                 return ctx.status
             except IngestError as err:
-                return self._end_attempt(ctx, err, err)
+                return self.end_attempt(ctx.doc_id, ctx.status, err, err)
             except Exception as exc:  # a bug: classified, recorded, reported, retried
                 err = IngestError(
                     f"{type(exc).__name__}: {exc}"[:500], error_class=ErrorClass.INTERNAL
                 )
                 log.exception("stage crashed", error_class="internal")
-                return self._end_attempt(ctx, err, exc)
+                return self.end_attempt(ctx.doc_id, ctx.status, err, exc)
             elapsed = time.perf_counter() - started
             self.metrics.timing(f"stage.{stage}.duration", elapsed * 1000)
             log.info("stage finished", to_status=str(ctx.status), seconds=round(elapsed, 3))
         return ctx.status
 
-    def _end_attempt(self, ctx: StageContext, err: IngestError, exc: BaseException) -> Status:
-        stage = str(ctx.status)
+    def end_attempt(
+        self, doc_id: UUID, status: Status, err: IngestError, exc: BaseException
+    ) -> Status:
+        """Record how an attempt failed: retry, fail or dead; counted, logged, reported."""
+        stage = str(status)
         try:
             outcome = jobs.end_attempt(
                 self.conn,
-                ctx.doc_id,
+                doc_id,
                 owner=self.owner,
-                active_status=ctx.status,
+                active_status=status,
                 error=err,
                 max_attempts=self.settings.max_attempts,
                 retry_base=self.settings.retry_base_seconds,
@@ -232,7 +244,7 @@ class Worker:
             )
         except LeaseLost as lost:
             log.warning("lease lost while recording an error", detail=str(lost))
-            return ctx.status
+            return status
         cls = str(err.error_class)
         if outcome.status is Status.FAILED:
             self.metrics.incr(f"documents.failed.{stage}.{cls}")

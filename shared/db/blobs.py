@@ -86,5 +86,14 @@ class BlobReader(io.RawIOBase):
         return self._size
 
 
+def read_whole(conn: psycopg.Connection[Any], oids: list[int]) -> dict[int, bytes]:
+    """Several small objects in one round trip. Only for sizes the caller bounded
+    (a group of small documents); anything else is streamed with ``open_blob``."""
+    rows = conn.execute(
+        "SELECT o AS oid, lo_get(o) AS data FROM unnest(%s::oid[]) o", (oids,)
+    ).fetchall()
+    return {r["oid"]: bytes(r["data"]) for r in rows}
+
+
 def open_blob(conn: psycopg.Connection[Any], oid: int, size: int) -> io.BufferedReader:
     return io.BufferedReader(BlobReader(conn, oid, size), buffer_size=PIECE)

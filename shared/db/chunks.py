@@ -26,13 +26,14 @@ class ChunkRow:
 
 
 def delete_unembedded(
-    conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int
+    conn: psycopg.Connection[Any], doc_id: UUID | Sequence[UUID], chunker: str, version: int
 ) -> int:
     """Remove what an interrupted chunk attempt left; embedded rows are kept."""
+    ids = [doc_id] if isinstance(doc_id, UUID) else list(doc_id)
     cur = conn.execute(
-        "DELETE FROM chunks WHERE document_id = %s AND chunker = %s AND chunker_version = %s"
-        " AND embedding IS NULL",
-        (doc_id, chunker, version),
+        "DELETE FROM chunks WHERE document_id = ANY(%s) AND chunker = %s"
+        " AND chunker_version = %s AND embedding IS NULL",
+        (ids, chunker, version),
     )
     return cur.rowcount
 
@@ -44,13 +45,23 @@ def copy_chunks(
     version: int,
     rows: Iterable[ChunkRow],
 ) -> int:
+    return copy_chunks_many(conn, chunker, version, ((doc_id, r) for r in rows))
+
+
+def copy_chunks_many(
+    conn: psycopg.Connection[Any],
+    chunker: str,
+    version: int,
+    rows: Iterable[tuple[UUID, ChunkRow]],
+) -> int:
+    """Binary COPY of chunk rows (without vectors), any number of documents at once."""
     n = 0
     with conn.cursor().copy(
         "COPY chunks (document_id, chunker, chunker_version, ordinal, text, token_count, heading)"
         " FROM STDIN (FORMAT BINARY)"
     ) as copy:
         copy.set_types(["uuid", "text", "int4", "int4", "text", "int4", "text"])
-        for r in rows:
+        for doc_id, r in rows:
             copy.write_row((doc_id, chunker, version, r.ordinal, r.text, r.token_count, r.heading))
             n += 1
     return n
@@ -94,25 +105,46 @@ def write_vectors(
     ordinals: Sequence[int],
     vectors: np.ndarray,
 ) -> int:
-    """Set the vectors of chunks that have none; return rows written. Call in a transaction."""
+    """Set the vectors of one document's chunks that have none; return rows written."""
+    written = write_vectors_many(
+        conn, chunker, version, model, [(doc_id, o) for o in ordinals], vectors
+    )
+    return written.get(doc_id, 0)
+
+
+def write_vectors_many(
+    conn: psycopg.Connection[Any],
+    chunker: str,
+    version: int,
+    model: str,
+    keys: Sequence[tuple[UUID, int]],
+    vectors: np.ndarray,
+) -> dict[UUID, int]:
+    """Set the vectors of chunks, keyed (document, ordinal), that have none yet.
+
+    Binary COPY into a temporary table, then one UPDATE: the fastest way in, and
+    ``embedding IS NULL`` makes a replayed batch write nothing. Returns rows
+    written per document. Call in a transaction.
+    """
     conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS ingestd_vectors_in (ordinal int4, embedding vector)"
-        " ON COMMIT DELETE ROWS"
+        "CREATE TEMP TABLE IF NOT EXISTS ingestd_vectors_in"
+        " (document_id uuid, ordinal int4, embedding vector) ON COMMIT DELETE ROWS"
     )
     with conn.cursor().copy(
-        "COPY ingestd_vectors_in (ordinal, embedding) FROM STDIN (FORMAT BINARY)"
+        "COPY ingestd_vectors_in (document_id, ordinal, embedding) FROM STDIN (FORMAT BINARY)"
     ) as copy:
-        copy.set_types(["int4", "bytea"])
-        for ordinal, vec in zip(ordinals, vectors, strict=True):
-            copy.write_row((ordinal, _vector_binary(vec)))
-    cur = conn.execute(
-        "UPDATE chunks c SET embedding = v.embedding, embedding_model = %s, embedded_at = now()"
-        " FROM ingestd_vectors_in v"
-        " WHERE c.document_id = %s AND c.chunker = %s AND c.chunker_version = %s"
-        " AND c.ordinal = v.ordinal AND c.embedding IS NULL",
-        (model, doc_id, chunker, version),
-    )
-    return cur.rowcount
+        copy.set_types(["uuid", "int4", "bytea"])
+        for (doc_id, ordinal), vec in zip(keys, vectors, strict=True):
+            copy.write_row((doc_id, ordinal, _vector_binary(vec)))
+    rows = conn.execute(
+        "WITH w AS (UPDATE chunks c SET embedding = v.embedding, embedding_model = %s,"
+        " embedded_at = now() FROM ingestd_vectors_in v"
+        " WHERE c.document_id = v.document_id AND c.chunker = %s AND c.chunker_version = %s"
+        " AND c.ordinal = v.ordinal AND c.embedding IS NULL RETURNING c.document_id)"
+        " SELECT document_id, count(*) AS n FROM w GROUP BY document_id",
+        (model, chunker, version),
+    ).fetchall()
+    return {r["document_id"]: int(r["n"]) for r in rows}
 
 
 def embedding_counts(
@@ -129,3 +161,16 @@ def embedding_counts(
     ).fetchone()
     assert row is not None
     return int(row["total"]), int(row["embedded"])
+
+
+def embedding_counts_many(
+    conn: psycopg.Connection[Any], ids: Sequence[UUID], chunker: str, version: int
+) -> dict[UUID, tuple[int, int]]:
+    """``embedding_counts`` for several documents in one query (absent: no chunks)."""
+    rows = conn.execute(
+        "SELECT document_id, count(*) AS total, count(embedding) AS embedded FROM chunks"
+        " WHERE document_id = ANY(%s) AND chunker = %s AND chunker_version = %s"
+        " GROUP BY document_id",
+        (list(ids), chunker, version),
+    ).fetchall()
+    return {r["document_id"]: (int(r["total"]), int(r["embedded"])) for r in rows}

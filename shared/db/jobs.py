@@ -10,7 +10,7 @@ lease: if another worker reclaimed the document, the update matches nothing and
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,6 +44,7 @@ class Claimed:
     attempts: int
     correlation_id: UUID
     lease_expires_at: datetime
+    size_bytes: int = 0
 
 
 # -- claiming -----------------------------------------------------------------
@@ -80,20 +81,28 @@ FROM upd
 
 _CLAIM = sql.SQL("""
 WITH picked AS (
-    SELECT id, status FROM documents
+    SELECT id, status, size_bytes, run_after FROM documents
     WHERE status IN ({runnable}) AND run_after <= now()
     ORDER BY run_after
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), fits AS (
+    -- A multi-document claim takes documents only while their bytes fit the
+    -- budget (the first always): one worker must not sit on many large documents
+    -- while the others starve. The rows left out are unlocked at commit.
+    SELECT id, status FROM (
+        SELECT id, status, row_number() OVER w AS n, sum(size_bytes) OVER w AS running
+        FROM picked WINDOW w AS (ORDER BY run_after, id)
+    ) p WHERE n = 1 OR running <= %(max_bytes)s
 ), upd AS (
     UPDATE documents d SET
         status = {active},
         lease_owner = %(owner)s,
         lease_expires_at = now() + make_interval(secs => %(lease)s),
         started_at = coalesce(d.started_at, now())
-    FROM picked WHERE d.id = picked.id
+    FROM fits picked WHERE d.id = picked.id
     RETURNING d.id, d.status, picked.status AS claimed_from, d.attempts, d.correlation_id,
-              d.lease_expires_at
+              d.lease_expires_at, d.size_bytes
 ), ev AS (
     INSERT INTO document_events
         (document_id, event, stage, from_status, to_status, attempt, worker, correlation_id)
@@ -119,15 +128,22 @@ def claim(
     lease_seconds: float,
     max_attempts: int,
     reap: bool = False,
+    max_bytes: int | None = None,
 ) -> list[Claimed]:
     """Claim up to ``limit`` runnable documents under a lease.
 
     One statement, so one transaction even on an autocommit connection: the
     rows are locked, stamped with our lease and logged before anyone else can
     see them. ``reap`` first requeues expired leases (workers do that on a
-    timer, not on every claim).
+    timer, not on every claim). ``max_bytes`` bounds the summed size of the
+    documents taken, the first excepted.
     """
-    params = {"limit": limit, "owner": owner, "lease": lease_seconds}
+    params = {
+        "limit": limit,
+        "owner": owner,
+        "lease": lease_seconds,
+        "max_bytes": max_bytes if max_bytes is not None else 2**62,
+    }
     if reap:
         reap_expired(conn, max_attempts=max_attempts)
     # One statement is its own transaction on an autocommit connection. Workers run
@@ -151,6 +167,7 @@ def _claimed(r: Mapping[str, Any]) -> Claimed:
         attempts=r["attempts"],
         correlation_id=r["correlation_id"],
         lease_expires_at=r["lease_expires_at"],
+        size_bytes=r["size_bytes"],
     )
 
 
@@ -166,6 +183,18 @@ def extend_lease(
     if row is None:
         raise LeaseLost(f"document {doc_id} is no longer leased by {owner}")
     return row["lease_expires_at"]
+
+
+def extend_leases(
+    conn: psycopg.Connection[Any], ids: Sequence[UUID], owner: str, *, lease_seconds: float
+) -> set[UUID]:
+    """Renew the lease of several documents at once; return those still ours."""
+    rows = conn.execute(
+        "UPDATE documents SET lease_expires_at = now() + make_interval(secs => %s)"
+        " WHERE id = ANY(%s) AND lease_owner = %s RETURNING id",
+        (lease_seconds, list(ids), owner),
+    ).fetchall()
+    return {r["id"] for r in rows}
 
 
 # -- ending an attempt ----------------------------------------------------------
@@ -265,6 +294,80 @@ def transition(
     ).fetchone()
     if row is None:
         raise LeaseLost(f"document {doc_id} is not {from_status} under {owner}'s lease")
+
+
+def transition_many(
+    conn: psycopg.Connection[Any],
+    owner: str,
+    *,
+    from_status: Status,
+    to_status: Status,
+    changes: Mapping[UUID, Mapping[str, Any]],
+    details: Mapping[UUID, Mapping[str, Any]] | None = None,
+    keep_lease: bool = False,
+    lease_seconds: float = 60.0,
+    event: str = "stage_finished",
+) -> set[UUID]:
+    """``transition`` for a group of documents, in one statement.
+
+    ``changes`` maps each document to the columns it sets; every document must
+    set the same columns. Values are typed by the ``documents`` row type, so a
+    column needs no cast here. Returns the documents moved: one missing from
+    the result was not ``from_status`` under our lease (the caller lets it go).
+    """
+    if not changes:
+        return set()
+    columns = sorted({k for fields in changes.values() for k in fields})
+    for doc_id, fields in changes.items():
+        if sorted(fields) != columns:
+            raise ValueError(f"document {doc_id} sets {sorted(fields)}, expected {columns}")
+    payload = [
+        {
+            **{k: _json_value(v) for k, v in fields.items()},
+            "id": str(doc_id),
+            "details": dict((details or {}).get(doc_id) or {}) or None,
+        }
+        for doc_id, fields in changes.items()
+    ]
+    sets = [sql.SQL("status = %(to)s")]
+    sets += [sql.SQL("{0} = v.{0}").format(sql.Identifier(c)) for c in columns]
+    if to_status is Status.COMPLETE and "completed_at" not in columns:
+        sets.append(sql.SQL("completed_at = now()"))
+    sets.append(
+        sql.SQL("lease_expires_at = now() + make_interval(secs => %(lease)s)")
+        if keep_lease
+        else sql.SQL("lease_owner = NULL, lease_expires_at = NULL")
+    )
+    rows = conn.execute(
+        sql.SQL(
+            "WITH v AS (SELECT r.*, x->'details' AS event_details"
+            " FROM jsonb_array_elements(%(rows)s) x,"
+            " LATERAL jsonb_populate_record(NULL::documents, x) r),"
+            " upd AS (UPDATE documents d SET {sets} FROM v"
+            " WHERE d.id = v.id AND d.lease_owner = %(owner)s AND d.status = %(from)s"
+            " RETURNING d.id, d.attempts, d.correlation_id, v.event_details)"
+            " INSERT INTO document_events (document_id, event, stage, from_status, to_status,"
+            " attempt, worker, correlation_id, details)"
+            " SELECT id, %(event)s, %(from)s, %(from)s, %(to)s, attempts, %(owner)s,"
+            " correlation_id, nullif(event_details, 'null'::jsonb) FROM upd"
+            " RETURNING document_id"
+        ).format(sets=sql.SQL(", ").join(sets)),
+        {
+            "rows": Jsonb(payload),
+            "owner": owner,
+            "from": str(from_status),
+            "to": str(to_status),
+            "lease": lease_seconds,
+            "event": event,
+        },
+    ).fetchall()
+    return {r["document_id"] for r in rows}
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, UUID | datetime):
+        return str(v) if isinstance(v, UUID) else v.isoformat()
+    return v
 
 
 def retry_delay(

@@ -117,12 +117,19 @@ class OpenAIEmbedder:
 
         async def attempt() -> tuple[np.ndarray, int | None, str | None]:
             try:
-                raw = await self._client.embeddings.with_raw_response.create(
-                    input=batch,
-                    model=self.model,
-                    encoding_format="base64",
-                    extra_headers=extra_headers,
-                    **options,
+                # The client's generic POST: its auth, base URL, connection pool and
+                # error mapping, without ``embeddings.create``'s per-input parameter
+                # transform (~28 µs per input, a fifth of the request's client cost).
+                raw = await self._client.post(
+                    "/embeddings",
+                    cast_to=openai.AsyncAPIResponse[bytes],
+                    body={
+                        "input": batch,
+                        "model": self.model,
+                        "encoding_format": "base64",
+                        **options,
+                    },
+                    options={"headers": extra_headers} if extra_headers else {},
                 )
             except openai.APIStatusError as exc:
                 self.limiter.update_from_headers(
@@ -131,7 +138,7 @@ class OpenAIEmbedder:
                 raise
             self.limiter.update_from_headers(raw.headers, request_tokens=estimated_tokens)
             request_id = raw.headers.get("x-request-id")
-            vectors, prompt_tokens = _decode(raw.content, len(batch), self.dimensions)
+            vectors, prompt_tokens = _decode(await raw.read(), len(batch), self.dimensions)
             return vectors, prompt_tokens, request_id
 
         def on_event(event: AttemptEvent) -> None:

@@ -16,7 +16,7 @@ Stage names are the document's *active* statuses (``parsing``, ``chunking``,
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -32,6 +32,10 @@ Id = uuid.UUID | str
 _correlation_id: ContextVar[str | None] = ContextVar("ingestd_correlation_id", default=None)
 _document_id: ContextVar[str | None] = ContextVar("ingestd_document_id", default=None)
 _stage: ContextVar[str | None] = ContextVar("ingestd_stage", default=None)
+# A group of small documents worked on together: (document_id, correlation_id) pairs.
+_members: ContextVar[tuple[tuple[str, str], ...] | None] = ContextVar(
+    "ingestd_group_members", default=None
+)
 
 _role: str | None = None
 _slot: int | None = None
@@ -94,6 +98,31 @@ def bind_document(document_id: Id, correlation_id: Id | None) -> Iterator[None]:
 
 
 @contextmanager
+def bind_group(group_id: Id, members: Iterable[tuple[Id, Id]]) -> Iterator[None]:
+    """Work on behalf of several documents at once (workers/group.py).
+
+    A line written for the whole group (a shared embedding request, the group's
+    stage timings) names every member: ``document_ids`` and ``correlation_ids``,
+    in the same order, so searching for one document's correlation id finds it.
+    ``correlation_id`` is the group's own id, the one its API requests send.
+    """
+    pairs = tuple(
+        (str(_id(d, "document_id")), str(_id(c, "correlation_id"))) for d, c in members
+    )
+    tokens = (
+        _correlation_id.set(_id(group_id, "correlation_id")),
+        _document_id.set(None),
+        _members.set(pairs),
+    )
+    try:
+        yield
+    finally:
+        _members.reset(tokens[2])
+        _document_id.reset(tokens[1])
+        _correlation_id.reset(tokens[0])
+
+
+@contextmanager
 def bind_correlation(correlation_id: Id) -> Iterator[None]:
     """Bind only a correlation id, e.g. for an HTTP request before a document exists."""
     token = _correlation_id.set(_id(correlation_id, "correlation_id"))
@@ -114,10 +143,13 @@ def bind_stage(stage: str) -> Iterator[None]:
 
 def current() -> dict[str, Any]:
     """The full context as a flat dict (keys always present, values may be None)."""
+    members = _members.get() if _document_id.get() is None else None
     return {
         "role": _role,
         "slot": _slot,
         "correlation_id": _correlation_id.get(),
         "document_id": _document_id.get(),
         "stage": _stage.get(),
+        "document_ids": [d for d, _ in members] if members else None,
+        "correlation_ids": [c for _, c in members] if members else None,
     }

@@ -57,6 +57,9 @@ def _add_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     for key in _CONTEXT_KEYS:
         if event_dict.get(key) is None:
             event_dict[key] = ctx[key]
+    if ctx["document_ids"] is not None and event_dict["document_id"] is None:
+        event_dict["document_ids"] = ctx["document_ids"]
+        event_dict["correlation_ids"] = ctx["correlation_ids"]
     return event_dict
 
 

@@ -139,6 +139,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "stage attempts that ended in a scheduled retry",
     ),
     MetricSpec("stage.<stage>.duration", T, "ms", "wall time of one stage attempt"),
+    MetricSpec("group.documents", T, "documents", "documents in a group at the end of a stage"),
+    MetricSpec(
+        "group.split",
+        C,
+        "groups",
+        "groups whose stage crashed and whose members went on one by one",
+    ),
     # Embedding batches.
     MetricSpec("embed.batch.inputs", T, "inputs", "inputs per embedding request (distribution)"),
     MetricSpec(

@@ -68,18 +68,24 @@ def test_log_lines_carry_correlation_ids_and_no_text_or_secret(
     wrong = [r for r in about if r.get("correlation_id") != correlation[r["document_id"]]]
     assert not wrong, json.dumps(wrong[:5], indent=1)
 
-    # Every line a worker writes inside a stage names the document and its correlation id.
+    # Every line a worker writes inside a stage names the document(s) it works for, each
+    # with its correlation id: one document, or every member of a group of small ones.
+    def named(r: dict[str, Any]) -> dict[str, str]:
+        if r.get("document_id") is not None:
+            return {r["document_id"]: r.get("correlation_id")}
+        return dict(zip(r.get("document_ids") or [], r.get("correlation_ids") or [], strict=True))
+
     in_stage = [r for r in records if r.get("role") == "worker" and r.get("stage") is not None]
-    unbound = [r for r in in_stage if r.get("document_id") not in correlation
-               or r.get("correlation_id") != correlation[r["document_id"]]]
+    unbound = [r for r in in_stage if not named(r)
+               or any(correlation.get(d) != c for d, c in named(r).items())]
     assert not unbound, json.dumps(unbound[:5], indent=1)
 
     # ...and there are such lines for every stage of the good document, and for the
     # failure of the bad one (including the library's request lines during embedding).
     good_id = str(good.document_id)
-    seen = {r["stage"] for r in in_stage if r["document_id"] == good_id}
+    seen = {r["stage"] for r in in_stage if good_id in named(r)}
     assert set(STAGES) <= seen, seen
-    assert any(r["document_id"] == good_id and r["stage"] == "embedding"
+    assert any(good_id in named(r) and r["stage"] == "embedding"
                and r.get("logger", "").startswith("httpx") for r in in_stage), \
         "no request line from the HTTP client during embedding"
     failed = [r for r in in_stage if r["event"] == "document failed"]

@@ -68,6 +68,8 @@ def test_cli_http_and_database_agree(
     env = {
         **daemon_env,
         "INGESTD_WORKERS": "2",
+        # One document per claim: documents complete one by one, so there is a mid-run.
+        "INGESTD_CLAIM_BATCH": "1",
         "INGESTD_HTTP_PORT": str(port),
         "INGESTD_EMBEDDER": "openai",
         "INGESTD_EMBEDDING_DIMENSIONS": "256",

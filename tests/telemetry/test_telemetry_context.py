@@ -31,6 +31,8 @@ def test_current_reflects_bindings_and_restores_them() -> None:
         "correlation_id": None,
         "document_id": None,
         "stage": None,
+        "document_ids": None,
+        "correlation_ids": None,
     }
     with context.bind_document(doc, "c-1"):
         with context.bind_stage("finalizing"):
@@ -41,6 +43,24 @@ def test_current_reflects_bindings_and_restores_them() -> None:
             assert context.current()["correlation_id"] == "c-1"
         assert context.current()["stage"] is None
     assert context.current()["document_id"] is None
+
+
+def test_a_group_names_every_member_until_one_document_is_bound() -> None:
+    members = [(uuid.uuid4(), "c-a"), (uuid.uuid4(), "c-b")]
+    with context.bind_group("g-1", members):
+        ctx = context.current()
+        assert ctx["correlation_id"] == "g-1"
+        assert ctx["document_id"] is None
+        assert ctx["document_ids"] == [str(d) for d, _ in members]
+        assert ctx["correlation_ids"] == ["c-a", "c-b"]
+        with context.bind_document(members[1][0], "c-b"):
+            ctx = context.current()
+            # A line about one member is that member's alone.
+            assert (ctx["document_id"], ctx["correlation_id"]) == (str(members[1][0]), "c-b")
+            assert ctx["document_ids"] is None and ctx["correlation_ids"] is None
+        assert context.current()["correlation_ids"] == ["c-a", "c-b"]
+    assert context.current()["correlation_ids"] is None
+    assert context.current()["correlation_id"] is None
 
 
 def test_binding_is_restored_when_the_block_raises() -> None:

@@ -197,6 +197,8 @@ EXAMPLES = {
     "documents.dead.<error_class>": "documents.dead.memory",
     "documents.retried.<stage>.<error_class>": "documents.retried.embedding.rate_limited",
     "stage.<stage>.duration": "stage.finalizing.duration",
+    "group.documents": "group.documents",
+    "group.split": "group.split",
     "embed.batch.inputs": "embed.batch.inputs",
     "embed.batch.tokens": "embed.batch.tokens",
     "api.<service>.latency": "api.llamaparse.latency",

@@ -14,6 +14,7 @@ from shared.chunking import Chunker
 from shared.db import chunks, segments
 from shared.db.chunks import ChunkRow
 from shared.errors import InvalidInput
+from shared.settings import Settings
 from shared.states import Status
 from workers.context import StageContext
 from workers.embedding import input_limit
@@ -21,8 +22,7 @@ from workers.embedding import input_limit
 GROUP = 512  # chunks per COPY
 
 
-def make_chunker(ctx: StageContext, max_input_tokens: int | None = None) -> Chunker:
-    s = ctx.settings
+def make_chunker(s: Settings, max_input_tokens: int | None = None) -> Chunker:
     limit = max_input_tokens or 8191
     target = min(s.chunk_target_tokens, limit)
     overlap = min(s.chunk_overlap_tokens, max(target // 4, 0))
@@ -30,7 +30,7 @@ def make_chunker(ctx: StageContext, max_input_tokens: int | None = None) -> Chun
 
 
 def run(ctx: StageContext) -> Status:
-    chunker = make_chunker(ctx, input_limit(ctx.settings))
+    chunker = make_chunker(ctx.settings, input_limit(ctx.settings))
     # What an interrupted attempt left (one statement, so its own transaction).
     chunks.delete_unembedded(ctx.conn, ctx.doc_id, chunker.NAME, chunker.VERSION)
     produced: Iterator[ChunkRow] = (

@@ -10,8 +10,7 @@ batch k resumes at batch k+1 and the API is asked only for what is missing.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -21,14 +20,14 @@ from shared.db import chunks
 from shared.embedders.base import validate_embeddings
 from shared.embedders.pricing import cost_usd
 from shared.errors import IngestError
+from shared.settings import Settings
 from shared.states import Status
 from shared.telemetry import context
-from shared.telemetry.metrics import metric_segment
+from shared.telemetry.metrics import Metrics, metric_segment
 from workers.context import StageContext
 
 
-def limits_for(ctx: StageContext, embedder: Any) -> BatchLimits:
-    s = ctx.settings
+def limits_for(s: Settings, embedder: Any) -> BatchLimits:
     return BatchLimits(
         max_inputs=s.batch_max_inputs,
         max_request_tokens=s.batch_max_tokens,
@@ -74,19 +73,8 @@ def _items(ctx: StageContext) -> Iterator[BatchItem]:
 async def _embed_all(ctx: StageContext, embedder: Any) -> int:
     doc = ctx.doc
     model = embedder.model
-    in_flight: set[asyncio.Task[tuple[list[BatchItem], np.ndarray, float]]] = set()
-    written = 0
-    limit = ctx.settings.embed_concurrency
-    correlation_id = str(doc["correlation_id"])
 
-    async def call(batch: list[BatchItem]) -> tuple[list[BatchItem], np.ndarray, float]:
-        started = time.perf_counter()
-        vectors = await embedder.embed([b.text for b in batch], correlation_id=correlation_id)
-        return batch, vectors, time.perf_counter() - started
-
-    def store(batch: list[BatchItem], vectors: np.ndarray, seconds: float) -> int:
-        # The embedder validates too; this is the last check before the table.
-        vectors = validate_embeddings(vectors, len(batch), embedder.dimensions)
+    def store(batch: list[BatchItem], vectors: np.ndarray) -> int:
         tokens = sum(b.token_count for b in batch)
         price = cost_usd(model, tokens)
         with ctx.conn.transaction():
@@ -105,10 +93,54 @@ async def _embed_all(ctx: StageContext, embedder: Any) -> int:
                 " embedding_model = %s WHERE id = %s AND lease_owner = %s",
                 (n, tokens, price, model, ctx.doc_id, ctx.owner),
             )
-        ctx.metrics.timing("embed.batch.inputs", len(batch))
-        ctx.metrics.timing("embed.batch.tokens", tokens)
-        ctx.metrics.incr(f"tokens.{metric_segment(model)}", tokens)
-        ctx.metrics.incr(f"cost.{metric_segment(model)}.microusd", round(price * 1_000_000))
+        return n
+
+    return await embed_batches(
+        pack(_items(ctx), limits_for(ctx.settings, embedder)),
+        embedder,
+        concurrency=ctx.settings.embed_concurrency,
+        correlation_id=str(doc["correlation_id"]),
+        store=store,
+        checkpoint=ctx.checkpoint,
+        metrics=ctx.metrics,
+    )
+
+
+async def embed_batches(
+    batches: Iterable[list[BatchItem]],
+    embedder: Any,
+    *,
+    concurrency: int,
+    correlation_id: str,
+    store: Callable[[list[BatchItem], np.ndarray], int],
+    checkpoint: Callable[..., None],
+    metrics: Metrics,
+) -> int:
+    """Send ``batches`` with at most ``concurrency`` requests in flight and ``store``
+    each one's validated vectors as it returns; return the rows stored.
+
+    A stop request is honoured between batches (what returned is kept); on any
+    error the requests still in flight are cancelled and the error propagates.
+    """
+    in_flight: set[asyncio.Task[tuple[list[BatchItem], np.ndarray]]] = set()
+    written = 0
+    model = embedder.model
+
+    async def call(batch: list[BatchItem]) -> tuple[list[BatchItem], np.ndarray]:
+        vectors = await embedder.embed([b.text for b in batch], correlation_id=correlation_id)
+        return batch, vectors
+
+    def stored(batch: list[BatchItem], vectors: np.ndarray) -> int:
+        # The embedder validates too; this is the last check before the table.
+        vectors = validate_embeddings(vectors, len(batch), embedder.dimensions)
+        n = store(batch, vectors)
+        tokens = sum(b.token_count for b in batch)
+        metrics.timing("embed.batch.inputs", len(batch))
+        metrics.timing("embed.batch.tokens", tokens)
+        metrics.incr(f"tokens.{metric_segment(model)}", tokens)
+        metrics.incr(
+            f"cost.{metric_segment(model)}.microusd", round(cost_usd(model, tokens) * 1_000_000)
+        )
         return n
 
     async def drain(until: int) -> None:
@@ -121,16 +153,14 @@ async def _embed_all(ctx: StageContext, embedder: Any) -> int:
             )
             for task in done:
                 in_flight.discard(task)
-                batch, vectors, seconds = task.result()  # raises the batch's error
-                written += store(batch, vectors, seconds)
-            ctx.checkpoint(stoppable=False)
+                written += stored(*task.result())  # raises the batch's error
+            checkpoint(stoppable=False)
 
     try:
         with context.bind_stage("embedding"):
-            for batch in pack(_items(ctx), limits_for(ctx, embedder)):
-                await drain(limit - 1)
-                # A stop request is honoured between batches: what returned is kept.
-                ctx.checkpoint()
+            for batch in batches:
+                await drain(concurrency - 1)
+                checkpoint()
                 in_flight.add(asyncio.create_task(call(batch)))
             await drain(0)
     except BaseException:
@@ -141,4 +171,4 @@ async def _embed_all(ctx: StageContext, embedder: Any) -> int:
     return written
 
 
-__all__ = ["IngestError", "close_runner", "run"]
+__all__ = ["IngestError", "close_runner", "embed_batches", "run"]
