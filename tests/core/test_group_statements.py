@@ -1,0 +1,80 @@
+"""The statements behind groups of small documents: a claim bounded by bytes, and
+one status change for many documents that still honours every lease."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.db import jobs
+from shared.states import Status
+
+
+def test_a_multi_document_claim_stops_at_its_byte_budget(conn, ingest_bytes) -> None:
+    sizes = [400, 300, 200, 5000, 100]
+    ids = []
+    for i, size in enumerate(sizes):
+        ids.append(ingest_bytes(bytes([65 + i]) * size).document_id)
+        # Distinct due times give the claim a known order.
+        conn.execute(
+            "UPDATE documents SET run_after = now() - make_interval(secs => %s) WHERE id = %s",
+            (100 - i, ids[-1]),
+        )
+    first = jobs.claim(conn, "w1", limit=10, lease_seconds=60, max_attempts=5, max_bytes=900)
+    assert [c.id for c in first] == ids[:3]  # 400 + 300 + 200 fit; 5000 would not
+    assert [c.size_bytes for c in first] == [400, 300, 200]
+    # The first document is always taken, however large.
+    second = jobs.claim(conn, "w1", limit=10, lease_seconds=60, max_attempts=5, max_bytes=900)
+    assert [c.id for c in second] == [ids[3]]
+    # Documents left out were not touched: still queued, unleased, no event.
+    last = conn.execute(
+        "SELECT status::text, lease_owner FROM documents WHERE id = %s", (ids[4],)
+    ).fetchone()
+    assert (last["status"], last["lease_owner"]) == ("queued", None)
+
+
+def test_transition_many_moves_only_documents_still_ours(conn, ingest_bytes) -> None:
+    ids = [ingest_bytes(f"doc {i}".encode()).document_id for i in range(3)]
+    claimed = jobs.claim(conn, "w1", limit=3, lease_seconds=60, max_attempts=5)
+    assert len(claimed) == 3
+    # Another worker took the last one (its lease expired and was reclaimed).
+    conn.execute("UPDATE documents SET lease_owner = 'w2' WHERE id = %s", (ids[2],))
+    moved = jobs.transition_many(
+        conn,
+        "w1",
+        from_status=Status.PARSING,
+        to_status=Status.PARSED,
+        changes={i: {"parsed_segments": n + 1, "parsed_chars": 10 * (n + 1), "pages": None}
+                 for n, i in enumerate(ids)},
+        details={ids[0]: {"segments": 1}},
+    )
+    assert moved == set(ids[:2])
+    rows = {
+        r["id"]: r
+        for r in conn.execute(
+            "SELECT id, status::text, parsed_segments, parsed_chars, lease_owner FROM documents"
+        )
+    }
+    assert [(rows[i]["status"], rows[i]["parsed_segments"], rows[i]["parsed_chars"])
+            for i in ids] == [("parsed", 1, 10), ("parsed", 2, 20), ("parsing", 0, 0)]
+    assert rows[ids[0]]["lease_owner"] is None  # not kept: the stage ended
+    events = conn.execute(
+        "SELECT document_id, event, from_status::text, to_status::text, worker, details"
+        " FROM document_events WHERE event = 'stage_finished' ORDER BY id"
+    ).fetchall()
+    assert sorted(
+        (e["document_id"], e["from_status"], e["to_status"], e["worker"]) for e in events
+    ) == sorted((i, "parsing", "parsed", "w1") for i in ids[:2])
+    assert {e["document_id"]: e["details"] for e in events} == {ids[0]: {"segments": 1},
+                                                                ids[1]: None}
+
+
+def test_transition_many_refuses_uneven_changes(conn, ingest_bytes) -> None:
+    a, b = (ingest_bytes(f"x{i}".encode()).document_id for i in range(2))
+    with pytest.raises(ValueError, match="sets"):
+        jobs.transition_many(
+            conn,
+            "w1",
+            from_status=Status.PARSING,
+            to_status=Status.PARSED,
+            changes={a: {"parsed_segments": 1}, b: {}},
+        )

@@ -1,0 +1,218 @@
+"""Small documents claimed together run the stages as one group (workers/group.py):
+the same results as one by one, fewer requests, errors kept with their document,
+and a crash mid-group resumed by anyone."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import os
+import signal
+import time
+from typing import Any
+
+from shared.db import jobs
+from shared.db.connect import connect
+from shared.errors import ErrorClass
+from shared.ingest import ingest_stream
+from tests.workers.test_pipeline import run_worker
+from workers.base import Worker
+from workers.embedding import build_embedder
+
+
+def _texts(n: int) -> dict[str, bytes]:
+    return {
+        f"note{i}.md": (
+            f"# Note {i}\n\n"
+            + " ".join(f"Sentence {j} of note {i} says something distinct." for j in range(40))
+            + f"\n\n## Details {i}\n\nMore words for note {i}, enough for a second chunk."
+        ).encode()
+        for i in range(n)
+    }
+
+
+def _ingest(conn: Any, texts: dict[str, bytes]) -> dict[str, Any]:
+    return {
+        name: ingest_stream(
+            conn,
+            io.BytesIO(data),
+            source=f"test://{name}",
+            filename=name,
+            mime_type="text/markdown",
+        ).document_id
+        for name, data in texts.items()
+    }
+
+
+def _chunks(conn: Any, doc_id: Any) -> list[tuple[int, str, int, str | None]]:
+    return [
+        (r["ordinal"], r["text"], r["token_count"], r["heading"])
+        for r in conn.execute(
+            "SELECT ordinal, text, token_count, heading FROM chunks WHERE document_id = %s"
+            " ORDER BY ordinal",
+            (doc_id,),
+        )
+    ]
+
+
+def _whole(conn: Any, doc_id: Any) -> None:
+    doc = conn.execute("SELECT * FROM documents WHERE id = %s", (doc_id,)).fetchone()
+    assert doc["status"] == "complete", (doc["status"], doc["error_message"])
+    row = conn.execute(
+        "SELECT count(*) AS n, count(DISTINCT ordinal) AS d, count(embedding) AS e,"
+        " min(vector_norm(embedding)) AS minnorm, sum(token_count) AS tokens"
+        " FROM chunks WHERE document_id = %s",
+        (doc_id,),
+    ).fetchone()
+    assert row["n"] == row["d"] == row["e"] == doc["chunks_total"] == doc["chunks_embedded"] > 0
+    assert row["minnorm"] > 0.99
+    assert row["tokens"] == doc["tokens_total"]
+    assert doc["embed_tokens"] > 0 and doc["parser"] and doc["completed_at"] is not None
+
+
+def test_a_group_gives_the_same_chunks_as_one_by_one_with_fewer_requests(
+    conn, db_url, fresh_db_url, openai_settings, openai_emulator
+) -> None:
+    texts = _texts(12)
+    ids = _ingest(conn, texts)
+    grouped = openai_settings(chunk_target_tokens=64, chunk_overlap_tokens=8)
+    run_worker(grouped, db_url, build_embedder(grouped))
+    grouped_requests = openai_emulator.stats.count(200)
+    for doc_id in ids.values():
+        _whole(conn, doc_id)
+    # Chunks of many documents share a request: far fewer requests than documents.
+    assert grouped_requests == 1
+
+    # The same documents one by one, in another database.
+    other_url = fresh_db_url(migrated=True)
+    with connect(other_url, autocommit=True) as other:
+        other_ids = _ingest(other, texts)
+        one_by_one = openai_settings(
+            database_url=other_url, claim_batch=1, chunk_target_tokens=64, chunk_overlap_tokens=8
+        )
+        run_worker(one_by_one, other_url, build_embedder(one_by_one))
+        assert openai_emulator.stats.count(200) - grouped_requests == len(texts)
+        for name, doc_id in ids.items():
+            assert _chunks(conn, doc_id) == _chunks(other, other_ids[name]), name
+            _whole(other, other_ids[name])
+        # Both paths tell the same history, status by status.
+        for name, doc_id in ids.items():
+            paths = [
+                [
+                    (r["event"], r["from_status"], r["to_status"])
+                    for r in c.execute(
+                        "SELECT event, from_status::text, to_status::text FROM document_events"
+                        " WHERE document_id = %s ORDER BY id",
+                        (i,),
+                    )
+                ]
+                for c, i in ((conn, doc_id), (other, other_ids[name]))
+            ]
+            assert paths[0] == paths[1], name
+
+
+def test_a_bad_member_fails_alone(conn, db_url, make_settings) -> None:
+    texts = _texts(4)
+    texts["broken.md"] = b"# Broken\n\nnot UTF-8: \xc3\x28 at all\n"
+    texts["blank.md"] = b"   \n\n \t \n"
+    ids = _ingest(conn, texts)
+    run_worker(make_settings(), db_url)
+    for name, doc_id in ids.items():
+        doc = conn.execute("SELECT * FROM documents WHERE id = %s", (doc_id,)).fetchone()
+        if name in ("broken.md", "blank.md"):
+            assert (doc["status"], doc["error_class"]) == ("failed", "invalid_input"), name
+            assert doc["error_message"]
+            assert conn.execute(
+                "SELECT count(*) AS n FROM chunks WHERE document_id = %s", (doc_id,)
+            ).fetchone()["n"] == 0
+        else:
+            _whole(conn, doc_id)
+
+
+def test_an_error_no_member_can_be_blamed_for_splits_the_group(
+    conn, db_url, make_settings
+) -> None:
+    ids = _ingest(conn, _texts(5))
+    victim = ids["note2.md"]
+    # Its bytes vanish: the group's one read of every blob fails, for everyone.
+    conn.execute(
+        "SELECT lo_unlink(blob_oid) FROM documents WHERE id = %s", (victim,)
+    )
+    run_worker(make_settings(retry_base_seconds=600), db_url)
+    for doc_id in ids.values():
+        if doc_id != victim:
+            _whole(conn, doc_id)
+    doc = conn.execute("SELECT * FROM documents WHERE id = %s", (victim,)).fetchone()
+    # Gone one by one, the culprit alone is charged: an internal error, retried later.
+    assert (doc["status"], doc["error_class"], doc["attempts"]) == ("queued", "internal", 1)
+    assert "large object" in doc["error_message"]
+
+
+def _work(settings: Any) -> None:
+    from workers.process import worker_main
+
+    worker_main(settings, 0, "victim:1:0:0", None)
+
+
+def test_sigkill_mid_group_is_resumed_by_another_worker(
+    conn, db_url, openai_settings, openai_emulator
+) -> None:
+    settings = openai_settings(
+        batch_max_inputs=8, embed_concurrency=1, chunk_target_tokens=64, chunk_overlap_tokens=8
+    )
+    ids = _ingest(conn, _texts(10))
+    openai_emulator.config.latency = 0.2  # so the kill lands between batches
+
+    def some_vectors() -> bool:
+        n = conn.execute("SELECT count(embedding) AS n FROM chunks").fetchone()["n"]
+        return n >= 8
+
+    proc = mp.get_context("spawn").Process(target=_work, args=(settings,))
+    proc.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not some_vectors():
+            assert time.monotonic() < deadline, "the group never got vectors"
+            time.sleep(0.02)  # polling the database for a condition, with a deadline
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(10)
+    openai_emulator.config.latency = 0.0
+
+    statuses = {
+        r["status"]
+        for r in conn.execute("SELECT status::text FROM documents WHERE id = ANY(%s)",
+                              (list(ids.values()),))
+    }
+    assert statuses == {"embedding"}, statuses
+    embedded_before = conn.execute("SELECT count(embedding) AS n FROM chunks").fetchone()["n"]
+    total = conn.execute("SELECT count(*) AS n FROM chunks").fetchone()["n"]
+    assert 0 < embedded_before < total
+
+    released = jobs.release_worker_leases(
+        conn,
+        "victim:1:0:0",
+        error_class=ErrorClass.CRASH,
+        message="worker killed by SIGKILL",
+        max_attempts=5,
+        retry_base=0.001,
+        retry_cap=0.001,
+    )
+    assert sorted(d for d, _ in released) == sorted(ids.values())
+    conn.execute("UPDATE documents SET run_after = now()")
+
+    served_before = openai_emulator.stats.inputs_served
+    embedder = build_embedder(settings)
+    worker = Worker(settings, url=db_url, owner="rescuer:1:0:0", embedder_factory=lambda: embedder)
+    worker.run(until_idle=True)
+    worker.close()
+
+    assert openai_emulator.stats.inputs_served - served_before == total - embedded_before, (
+        "the API is asked only for the chunks that had no vector"
+    )
+    for doc_id in ids.values():
+        _whole(conn, doc_id)
+        attempts = conn.execute(
+            "SELECT attempts FROM documents WHERE id = %s", (doc_id,)
+        ).fetchone()["attempts"]
+        assert attempts == 1  # the crash was counted, once
