@@ -65,12 +65,14 @@ def validate_embeddings(vectors: np.ndarray, expected_count: int, dimensions: in
     matrix = np.ascontiguousarray(vectors, dtype=np.float32)
     if count == 0:
         return matrix
-    finite = np.isfinite(matrix).all(axis=1)
+    # One pass: a squared norm (in float64, so no float32 value overflows it) is
+    # non-finite exactly when the vector holds a NaN or an infinity.
+    squares = np.einsum("ij,ij->i", matrix, matrix, dtype=np.float64)
+    finite = np.isfinite(squares)
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])
         raise TransientError(f"malformed embedding response: non-finite value in vector #{bad}")
-    norms = np.linalg.norm(matrix, axis=1)
-    zero = ~(norms > 0)
+    zero = ~(squares > 0)
     if zero.any():
         bad = int(np.flatnonzero(zero)[0])
         raise TransientError(f"malformed embedding response: zero-norm vector #{bad}")
