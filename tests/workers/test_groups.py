@@ -16,6 +16,7 @@ from shared.db.connect import connect
 from shared.errors import ErrorClass
 from shared.ingest import ingest_stream
 from tests.workers.test_pipeline import run_worker
+from tests.workers.test_resume import _work
 from workers.base import Worker
 from workers.embedding import build_embedder
 
@@ -146,12 +147,6 @@ def test_an_error_no_member_can_be_blamed_for_splits_the_group(
     # Gone one by one, the culprit alone is charged: an internal error, retried later.
     assert (doc["status"], doc["error_class"], doc["attempts"]) == ("queued", "internal", 1)
     assert "large object" in doc["error_message"]
-
-
-def _work(settings: Any) -> None:
-    from workers.process import worker_main
-
-    worker_main(settings, 0, "victim:1:0:0", None)
 
 
 def test_sigkill_mid_group_is_resumed_by_another_worker(
