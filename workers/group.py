@@ -152,8 +152,21 @@ class Group:
     def _split(self) -> None:
         """Hand each member to the per-document path, from the stage it is in."""
         members, self.members = self.members, []
+        # The database, not ``self.status``, says where each one is: the failed
+        # transaction may have rolled back a status change this object already saw.
+        rows = self.w.conn.execute(
+            "SELECT id, status FROM documents WHERE id = ANY(%s) AND lease_owner = %s",
+            ([m.id for m in members], self.w.owner),
+        ).fetchall()
+        where = {r["id"]: Status(r["status"]) for r in rows}
         for m in members:
-            self.w.process(replace(m.claimed, status=self.status))
+            status = where.get(m.id)
+            if status is None:
+                continue  # no longer ours: someone else goes on with it
+            if status in ACTIVE_OF.values():
+                self.w.process(replace(m.claimed, status=status))
+            else:  # resting under our lease: can't happen, but never leave it stuck
+                jobs.release(self.w.conn, m.id, self.w.owner, reason="group split")
 
     def _end(self, m: Member, err: IngestError, exc: BaseException) -> None:
         with context.bind_document(m.id, m.claimed.correlation_id):

@@ -211,3 +211,34 @@ def test_sigkill_mid_group_is_resumed_by_another_worker(
             "SELECT attempts FROM documents WHERE id = %s", (doc_id,)
         ).fetchone()["attempts"]
         assert attempts == 1  # the crash was counted, once
+
+
+def test_a_split_in_a_later_stage_resumes_each_member_where_the_database_says(
+    conn, db_url, make_settings
+) -> None:
+    ids = _ingest(conn, _texts(4))
+    victim = ids["note1.md"]
+    # The database refuses the victim's chunks: the group's one COPY of chunks fails
+    # after parsing was committed for everyone.
+    conn.execute(
+        "CREATE FUNCTION refuse_victim() RETURNS trigger LANGUAGE plpgsql AS $$"
+        f" BEGIN IF NEW.document_id = '{victim}' THEN RAISE EXCEPTION 'refused by test';"
+        " END IF; RETURN NEW; END $$"
+    )
+    conn.execute(
+        "CREATE TRIGGER refuse_victim BEFORE INSERT ON chunks"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_victim()"
+    )
+    try:
+        run_worker(make_settings(retry_base_seconds=600), db_url)
+    finally:
+        conn.execute("DROP TRIGGER refuse_victim ON chunks")
+        conn.execute("DROP FUNCTION refuse_victim()")
+    for doc_id in ids.values():
+        if doc_id != victim:
+            _whole(conn, doc_id)
+    doc = conn.execute("SELECT * FROM documents WHERE id = %s", (victim,)).fetchone()
+    # Parsed work was kept; only the chunk stage is retried, for the victim alone.
+    assert (doc["status"], doc["error_class"], doc["attempts"]) == ("parsed", "internal", 1)
+    assert "refused by test" in doc["error_message"]
+    assert doc["parsed_segments"] > 0
