@@ -83,6 +83,11 @@ class IngestError(Exception):
         return f"{self.error_class}: {self.message}"
 
 
+def unexpected(exc: BaseException) -> IngestError:
+    """An exception no stage classified (a bug): recorded as ``internal``, retried."""
+    return IngestError(f"{type(exc).__name__}: {exc}"[:500], error_class=ErrorClass.INTERNAL)
+
+
 class TransientError(IngestError):
     error_class = ErrorClass.TRANSIENT
 

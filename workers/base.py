@@ -20,7 +20,7 @@ import psycopg
 
 from shared.db import jobs
 from shared.db.connect import connect
-from shared.errors import ErrorClass, IngestError, LeaseLost
+from shared.errors import IngestError, LeaseLost, unexpected
 from shared.settings import Settings
 from shared.states import Status
 from shared.telemetry import context, sentry
@@ -131,7 +131,7 @@ class Worker:
                 # Wake at least every second to heartbeat while idle.
                 self._wait_for_work(min(self.settings.poll_seconds, 1.0))
                 continue
-            together = [c for c in claimed if groupable(self, c)]
+            together = [c for c in claimed if groupable(self.settings, c)]
             if len(together) > 1 and self.profile_next is None:
                 run_group(self, together)
                 claimed = [c for c in claimed if c not in together]
@@ -189,12 +189,16 @@ class Worker:
                 self.metrics.incr("documents.completed")
             return status
         finally:
-            self.documents_done += 1
-            self.channel.document_id = None
-            self.channel.stage = None
-            self.channel.documents_done = self.documents_done
-            self.channel.beat(event="finished")
-            self._set_title("idle")
+            self.finished(1)
+
+    def finished(self, documents: int) -> None:
+        """A document (or a group of them) is done with: tell the supervisor, go idle."""
+        self.documents_done += documents
+        self.channel.document_id = None
+        self.channel.stage = None
+        self.channel.documents_done = self.documents_done
+        self.channel.beat(event="finished")
+        self._set_title("idle")
 
     def _run_stage(self, ctx: StageContext) -> Status:
         stage = str(ctx.status)
@@ -216,11 +220,8 @@ class Worker:
             except IngestError as err:
                 return self.end_attempt(ctx.doc_id, ctx.status, err, err)
             except Exception as exc:  # a bug: classified, recorded, reported, retried
-                err = IngestError(
-                    f"{type(exc).__name__}: {exc}"[:500], error_class=ErrorClass.INTERNAL
-                )
                 log.exception("stage crashed", error_class="internal")
-                return self.end_attempt(ctx.doc_id, ctx.status, err, exc)
+                return self.end_attempt(ctx.doc_id, ctx.status, unexpected(exc), exc)
             elapsed = time.perf_counter() - started
             self.metrics.timing(f"stage.{stage}.duration", elapsed * 1000)
             log.info("stage finished", to_status=str(ctx.status), seconds=round(elapsed, 3))

@@ -12,6 +12,7 @@ from uuid import UUID
 import psycopg
 
 from shared.db import jobs
+from shared.errors import LeaseLost
 from shared.settings import Settings
 from shared.states import ACTIVE_OF, Status
 from shared.telemetry.metrics import Metrics
@@ -77,29 +78,20 @@ class StageContext:
         take the document between two stages, and no claim round trip is spent.
         """
         go_on = to in ACTIVE_OF and to is not Status.AWAITING_PARSE and not self.stop.graceful
-        jobs.transition(
+        moved, status = jobs.finish_stage(
             self.conn,
-            self.doc_id,
             self.owner,
             from_status=self.status,
             to_status=to,
-            fields=fields,
-            details=details,
-            keep_lease=go_on,
+            changes={self.doc_id: fields or {}},
+            details={self.doc_id: details} if details else None,
+            go_on=go_on,
             lease_seconds=self.settings.lease_seconds,
         )
-        self.status = to
-        if go_on:
-            nxt = ACTIVE_OF[to]
-            jobs.transition(
-                self.conn,
-                self.doc_id,
-                self.owner,
-                from_status=to,
-                to_status=nxt,
-                keep_lease=True,
-                lease_seconds=self.settings.lease_seconds,
-                event="stage_started",
+        if self.doc_id not in moved:
+            raise LeaseLost(
+                f"document {self.doc_id} is not {self.status} under {self.owner}'s lease"
             )
-            self.status = nxt
+        self.status = status
+        if go_on:
             self._lease_renewed = time.monotonic()

@@ -37,15 +37,19 @@ from shared.batching import BatchItem, pack
 from shared.db import blobs, chunks, jobs, segments
 from shared.db.chunks import ChunkRow
 from shared.embedders.pricing import cost_usd
-from shared.errors import ErrorClass, IngestError, InvalidInput, LeaseLost, TransientError
-from shared.parsers import PARSER_VERSION, iter_blocks, parser_name
+from shared.errors import IngestError, LeaseLost, TransientError, unexpected
+from shared.parsers import iter_blocks
+from shared.settings import Settings
 from shared.states import ACTIVE_OF, Status
 from shared.telemetry import context
 from shared.telemetry.logs import get_logger
 from workers.context import StopRequested
 from workers.embedding import input_limit
+from workers.stages import chunk as chunk_stage
+from workers.stages import finalize as finalize_stage
+from workers.stages import parse as parse_stage
 from workers.stages.chunk import make_chunker
-from workers.stages.embed import _runner, embed_batches, limits_for
+from workers.stages.embed import embed_batches, limits_for, worker_runner
 
 if TYPE_CHECKING:
     from workers.base import Worker
@@ -58,8 +62,10 @@ class Member:
     claimed: jobs.Claimed
     doc: dict[str, Any]
     blocks: list[str] = field(default_factory=list)
-    pages: int | None = None
     chunks: list[ChunkRow] = field(default_factory=list)
+    # What the current stage records on the document and in its event.
+    fields: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
     embedded: int = 0
     embed_tokens: int = 0
     cost: float = 0.0
@@ -69,9 +75,8 @@ class Member:
         return self.claimed.id
 
 
-def groupable(worker: Worker, claimed: jobs.Claimed) -> bool:
+def groupable(s: Settings, claimed: jobs.Claimed) -> bool:
     """Whether a claimed document may join a group (else it goes on alone)."""
-    s = worker.settings
     return (
         claimed.status is Status.PARSING
         and claimed.claimed_from is Status.QUEUED
@@ -173,14 +178,12 @@ class Group:
             self.w.end_attempt(m.id, self.status, err, exc)
 
     def _fail_member(self, m: Member, exc: Exception) -> None:
-        err = (
-            exc
-            if isinstance(exc, IngestError)
-            else IngestError(f"{type(exc).__name__}: {exc}"[:500], error_class=ErrorClass.INTERNAL)
-        )
-        if not isinstance(exc, IngestError):
-            log.exception("stage crashed", error_class="internal", document_id=str(m.id))
-        self._end(m, err, exc)
+        with context.bind_document(m.id, m.claimed.correlation_id):
+            if isinstance(exc, IngestError):
+                self.w.end_attempt(m.id, self.status, exc, exc)
+                return
+            log.exception("stage crashed", error_class="internal")
+            self.w.end_attempt(m.id, self.status, unexpected(exc), exc)
 
     def checkpoint(self, *, stoppable: bool = True) -> None:
         w = self.w
@@ -212,126 +215,82 @@ class Group:
     ) -> None:
         """``StageContext.transition`` for the group: call inside the stage's transaction."""
         w = self.w
-        go_on = to in ACTIVE_OF and not w.stop.graceful
-        lease = w.settings.lease_seconds
-        kept = jobs.transition_many(
+        kept, self.status = jobs.finish_stage(
             w.conn,
             w.owner,
             from_status=self.status,
             to_status=to,
             changes=changes,
             details=details,
-            keep_lease=go_on,
-            lease_seconds=lease,
+            go_on=to in ACTIVE_OF and not w.stop.graceful,
+            lease_seconds=w.settings.lease_seconds,
         )
         self._keep(kept)
-        self.status = to
-        if go_on:
-            nxt = ACTIVE_OF[to]
-            kept = jobs.transition_many(
-                w.conn,
-                w.owner,
-                from_status=to,
-                to_status=nxt,
-                changes={i: {} for i in self.ids},
-                keep_lease=True,
-                lease_seconds=lease,
-                event="stage_started",
-            )
-            self._keep(kept)
-            self.status = nxt
-            self._lease_renewed = time.monotonic()
+        self._lease_renewed = time.monotonic()
 
     # -- stages -------------------------------------------------------------------
 
     def parse(self) -> None:
         conn = self.w.conn
         data = blobs.read_whole(conn, [m.doc["blob_oid"] for m in self.members])
-        parsed = []
+        done = []
         for m in self.members:
             try:
                 blocks = iter_blocks(io.BytesIO(data.pop(m.doc["blob_oid"])), m.doc["mime_type"])
                 m.blocks = [b for b in blocks if b]
-                m.pages = getattr(blocks, "pages", None)
-                if not m.blocks:
-                    raise InvalidInput("document is empty: no text could be extracted")
+                m.fields, m.details = parse_stage.parsed(
+                    m.doc["mime_type"],
+                    len(m.blocks),
+                    sum(len(b) for b in m.blocks),
+                    getattr(blocks, "pages", None),
+                )
             except Exception as exc:
                 self._fail_member(m, exc)
                 continue
-            parsed.append(m)
-        self.members = parsed
-        if not parsed:
+            done.append(m)
+        self.members = done
+        if not done:
             return
         self.checkpoint()
         with conn.transaction():
             segments.clear(conn, self.ids)
             segments.write_many(
-                conn, ((m.id, seq, b) for m in parsed for seq, b in enumerate(m.blocks))
+                conn, ((m.id, seq, b) for m in done for seq, b in enumerate(m.blocks))
             )
-            self.advance(
-                Status.PARSED,
-                {
-                    m.id: {
-                        "parsed_segments": len(m.blocks),
-                        "parsed_chars": sum(len(b) for b in m.blocks),
-                        "pages": m.pages,
-                        "parser": f"{parser_name(m.doc['mime_type'])}@{PARSER_VERSION}",
-                    }
-                    for m in parsed
-                },
-                {
-                    m.id: {"segments": len(m.blocks), "chars": sum(len(b) for b in m.blocks)}
-                    for m in parsed
-                },
-            )
+            self._advance_recorded(Status.PARSED)
 
     def chunk(self) -> None:
         conn = self.w.conn
         chunker = self.chunker
-        chunked = []
+        done = []
         for m in self.members:
             try:
-                m.chunks = [
-                    ChunkRow(c.ordinal, c.text, c.token_count, c.heading)
-                    for c in chunker.chunks(m.blocks)
-                ]
-                if not m.chunks:
-                    raise InvalidInput("document has no text to chunk (only whitespace)")
+                m.chunks = list(chunk_stage.rows(chunker, m.blocks))
+                m.fields, m.details = chunk_stage.chunked(
+                    chunker, len(m.chunks), sum(c.token_count for c in m.chunks)
+                )
             except Exception as exc:
                 self._fail_member(m, exc)
                 continue
             finally:
                 m.blocks = []
-            chunked.append(m)
-        self.members = chunked
-        if not chunked:
+            done.append(m)
+        self.members = done
+        if not done:
             return
         self.checkpoint()
         with conn.transaction():
             chunks.delete_unembedded(conn, self.ids, chunker.NAME, chunker.VERSION)
             chunks.copy_chunks_many(
-                conn, chunker.NAME, chunker.VERSION, ((m.id, c) for m in chunked for c in m.chunks)
+                conn, chunker.NAME, chunker.VERSION, ((m.id, c) for m in done for c in m.chunks)
             )
-            self.advance(
-                Status.CHUNKED,
-                {
-                    m.id: {
-                        "chunker": chunker.NAME,
-                        "chunker_version": chunker.VERSION,
-                        "chunks_total": len(m.chunks),
-                        "tokens_total": sum(c.token_count for c in m.chunks),
-                        "chunks_embedded": 0,
-                    }
-                    for m in chunked
-                },
-                {
-                    m.id: {
-                        "chunks": len(m.chunks),
-                        "tokens": sum(c.token_count for c in m.chunks),
-                    }
-                    for m in chunked
-                },
-            )
+            self._advance_recorded(Status.CHUNKED)
+
+    def _advance_recorded(self, to: Status) -> None:
+        """``advance`` with what each member's stage recorded."""
+        self.advance(
+            to, {m.id: m.fields for m in self.members}, {m.id: m.details for m in self.members}
+        )
 
     def embed(self) -> None:
         w = self.w
@@ -355,30 +314,20 @@ class Group:
                 written = chunks.write_vectors_many(
                     w.conn, name, version, model, [b.key for b in batch], vectors
                 )
-                ids = list(tokens)
-                w.conn.execute(
-                    "UPDATE documents d SET chunks_embedded = chunks_embedded + v.n,"
-                    " embed_tokens = embed_tokens + v.tokens, cost_usd = cost_usd + v.cost,"
-                    " embedding_model = %s"
-                    " FROM unnest(%s::uuid[], %s::int4[], %s::int8[], %s::numeric[])"
-                    " AS v(id, n, tokens, cost) WHERE d.id = v.id AND d.lease_owner = %s",
-                    (
-                        model,
-                        ids,
-                        [written.get(i, 0) for i in ids],
-                        [tokens[i] for i in ids],
-                        [price[i] for i in ids],
-                        w.owner,
-                    ),
+                chunks.record_embedded(
+                    w.conn,
+                    w.owner,
+                    model,
+                    {i: (written.get(i, 0), tokens[i], price[i]) for i in tokens},
                 )
-            for i in ids:
+            for i in tokens:
                 m = by_id[i]
                 m.embedded += written.get(i, 0)
                 m.embed_tokens += tokens[i]
                 m.cost += price[i]
             return sum(written.values())
 
-        _runner().run(
+        worker_runner().run(
             embed_batches(
                 pack(items(), limits_for(w.settings, embedder)),
                 embedder,
@@ -398,21 +347,22 @@ class Group:
 
     def finalize(self) -> None:
         conn = self.w.conn
-        name, version = self.chunker.NAME, self.chunker.VERSION
-        broken: list[Member] = []
+        broken: list[tuple[Member, TransientError]] = []
         with conn.transaction():
             # "complete" is a promise to the user: make it durable before saying it.
             conn.execute("SET LOCAL synchronous_commit = on")
-            counts = chunks.embedding_counts_many(conn, self.ids, name, version)
-            whole, missing = [], []
+            counts = chunks.embedding_counts_many(
+                conn, self.ids, self.chunker.NAME, self.chunker.VERSION
+            )
+            done, missing = [], []
             for m in self.members:
                 total, embedded = counts.get(m.id, (0, 0))
-                if total == 0 or total != len(m.chunks):
-                    broken.append(m)
-                elif embedded != total:
-                    missing.append((m, embedded))
-                else:
-                    whole.append(m)
+                try:
+                    whole = finalize_stage.whole(total, embedded, len(m.chunks))
+                except TransientError as err:
+                    broken.append((m, err))
+                    continue
+                (done if whole else missing).append((m, embedded))
             if missing:
                 # Not papered over: back to ``chunked`` so the missing vectors are embedded.
                 moved = jobs.transition_many(
@@ -424,33 +374,18 @@ class Group:
                     details={m.id: {"missing_vectors": len(m.chunks) - e} for m, e in missing},
                 )
                 log.warning("vectors missing at the final check", documents=len(moved))
-            self.members = whole
-            if whole:
-                self.advance(
-                    Status.COMPLETE,
-                    {
-                        m.id: {
-                            "chunks_embedded": len(m.chunks),
-                            "error_class": None,
-                            "error_message": None,
-                        }
-                        for m in whole
-                    },
-                    {
-                        m.id: {
-                            "chunks": len(m.chunks),
-                            "tokens": sum(c.token_count for c in m.chunks),
-                            "embed_tokens": m.embed_tokens,
-                            "cost_usd": round(m.cost, 8),
-                        }
-                        for m in whole
-                    },
-                )
-        for m in broken:
-            total = counts.get(m.id, (0, 0))[0]
-            err = TransientError(
-                f"finalize check failed: {total} chunks stored, {len(m.chunks)} expected"
-            )
+            self.members = [m for m, _ in done]
+            for m, embedded in done:
+                m.fields = finalize_stage.complete_fields(embedded)
+                m.details = {
+                    "chunks": len(m.chunks),
+                    "tokens": sum(c.token_count for c in m.chunks),
+                    "embed_tokens": m.embed_tokens,
+                    "cost_usd": round(m.cost, 8),
+                }
+            if done:
+                self._advance_recorded(Status.COMPLETE)
+        for m, err in broken:
             self._end(m, err, err)
 
 
@@ -468,9 +403,4 @@ def run_group(worker: Worker, claimed: list[jobs.Claimed]) -> None:
         with context.bind_group(group.id, ((m.id, m.claimed.correlation_id) for m in members)):
             group.run()
     finally:
-        worker.documents_done += len(members)
-        worker.channel.document_id = None
-        worker.channel.stage = None
-        worker.channel.documents_done = worker.documents_done
-        worker.channel.beat(event="finished")
-        worker._set_title("idle")
+        worker.finished(len(members))

@@ -8,7 +8,7 @@ embedding means "not embedded yet" — there are no placeholders.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -145,6 +145,32 @@ def write_vectors_many(
         (model, chunker, version),
     ).fetchall()
     return {r["document_id"]: int(r["n"]) for r in rows}
+
+
+def record_embedded(
+    conn: psycopg.Connection[Any],
+    owner: str,
+    model: str,
+    progress: Mapping[UUID, tuple[int, int, float]],
+) -> None:
+    """Add (vectors written, tokens billed, cost) to each document's progress counters,
+    in the transaction that wrote the vectors. Only documents still ours are touched."""
+    ids = list(progress)
+    conn.execute(
+        "UPDATE documents d SET chunks_embedded = chunks_embedded + v.n,"
+        " embed_tokens = embed_tokens + v.tokens, cost_usd = cost_usd + v.cost,"
+        " embedding_model = %s"
+        " FROM unnest(%s::uuid[], %s::int4[], %s::int8[], %s::numeric[])"
+        " AS v(id, n, tokens, cost) WHERE d.id = v.id AND d.lease_owner = %s",
+        (
+            model,
+            ids,
+            [progress[i][0] for i in ids],
+            [progress[i][1] for i in ids],
+            [progress[i][2] for i in ids],
+            owner,
+        ),
+    )
 
 
 def embedding_counts(

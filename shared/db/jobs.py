@@ -9,10 +9,13 @@ lease: if another worker reclaimed the document, the update matches nothing and
 
 from __future__ import annotations
 
+import functools
+import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -173,16 +176,11 @@ def _claimed(r: Mapping[str, Any]) -> Claimed:
 
 def extend_lease(
     conn: psycopg.Connection[Any], doc_id: UUID, owner: str, *, lease_seconds: float
-) -> datetime:
+) -> None:
     with conn.transaction():
-        row = conn.execute(
-            "UPDATE documents SET lease_expires_at = now() + make_interval(secs => %s)"
-            " WHERE id = %s AND lease_owner = %s RETURNING lease_expires_at",
-            (lease_seconds, doc_id, owner),
-        ).fetchone()
-    if row is None:
+        kept = extend_leases(conn, [doc_id], owner, lease_seconds=lease_seconds)
+    if doc_id not in kept:
         raise LeaseLost(f"document {doc_id} is no longer leased by {owner}")
-    return row["lease_expires_at"]
 
 
 def extend_leases(
@@ -234,11 +232,6 @@ def add_event(
     )
 
 
-def _set_clause(fields: Mapping[str, Any]) -> tuple[sql.Composable, list[Any]]:
-    parts = [sql.SQL("{} = %s").format(sql.Identifier(k)) for k in fields]
-    return sql.SQL(", ").join(parts), list(fields.values())
-
-
 def transition(
     conn: psycopg.Connection[Any],
     doc_id: UUID,
@@ -257,42 +250,18 @@ def transition(
     Call it inside the transaction that wrote the stage's results, so the
     status never claims more than the data shows.
     """
-    values: dict[str, Any] = {"status": str(to_status), **(fields or {})}
-    if to_status is Status.COMPLETE:
-        values.setdefault("completed_at", datetime.now().astimezone())
-    set_sql, params = _set_clause(values)
-    lease_sql = (
-        sql.SQL("lease_expires_at = now() + make_interval(secs => %s)")
-        if keep_lease
-        else sql.SQL("lease_owner = NULL, lease_expires_at = NULL")
+    moved = transition_many(
+        conn,
+        owner,
+        from_status=from_status,
+        to_status=to_status,
+        changes={doc_id: fields or {}},
+        details={doc_id: details} if details else None,
+        keep_lease=keep_lease,
+        lease_seconds=lease_seconds,
+        event=event,
     )
-    if keep_lease:
-        params.append(lease_seconds)
-    # One statement: the status change and the event row that explains it.
-    row = conn.execute(
-        sql.SQL(
-            "WITH upd AS (UPDATE documents SET {}, {}"
-            " WHERE id = %s AND lease_owner = %s AND status = %s"
-            " RETURNING id, attempts, correlation_id)"
-            " INSERT INTO document_events (document_id, event, stage, from_status, to_status,"
-            " attempt, worker, correlation_id, details)"
-            " SELECT id, %s, %s, %s, %s, attempts, %s, correlation_id, %s FROM upd"
-            " RETURNING id"
-        ).format(set_sql, lease_sql),
-        [
-            *params,
-            doc_id,
-            owner,
-            str(from_status),
-            event,
-            str(from_status),
-            str(from_status),
-            str(to_status),
-            owner,
-            Jsonb(dict(details)) if details else None,
-        ],
-    ).fetchone()
-    if row is None:
+    if doc_id not in moved:
         raise LeaseLost(f"document {doc_id} is not {from_status} under {owner}'s lease")
 
 
@@ -323,7 +292,7 @@ def transition_many(
             raise ValueError(f"document {doc_id} sets {sorted(fields)}, expected {columns}")
     payload = [
         {
-            **{k: _json_value(v) for k, v in fields.items()},
+            **fields,
             "id": str(doc_id),
             "details": dict((details or {}).get(doc_id) or {}) or None,
         }
@@ -353,7 +322,7 @@ def transition_many(
             " RETURNING document_id"
         ).format(sets=sql.SQL(", ").join(sets)),
         {
-            "rows": Jsonb(payload),
+            "rows": Jsonb(payload, dumps=_dumps),
             "owner": owner,
             "from": str(from_status),
             "to": str(to_status),
@@ -364,10 +333,58 @@ def transition_many(
     return {r["document_id"] for r in rows}
 
 
-def _json_value(v: Any) -> Any:
-    if isinstance(v, UUID | datetime):
-        return str(v) if isinstance(v, UUID) else v.isoformat()
-    return v
+def _json_default(value: Any) -> str:
+    # Typed back by ``jsonb_populate_record`` from the column, so the text form is enough.
+    if isinstance(value, datetime | UUID | Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a documents column value")
+
+
+_dumps = functools.partial(json.dumps, default=_json_default)
+
+
+def finish_stage(
+    conn: psycopg.Connection[Any],
+    owner: str,
+    *,
+    from_status: Status,
+    to_status: Status,
+    changes: Mapping[UUID, Mapping[str, Any]],
+    details: Mapping[UUID, Mapping[str, Any]] | None = None,
+    go_on: bool,
+    lease_seconds: float,
+) -> tuple[set[UUID], Status]:
+    """End an active stage for documents: ``to_status``, then, with ``go_on``,
+    straight into the next active stage under the same lease, so no other worker
+    can take them in between and no claim round trip is spent.
+
+    Call inside the transaction that wrote the stage's results. Returns the
+    documents still ours and the status they are now in.
+    """
+    moved = transition_many(
+        conn,
+        owner,
+        from_status=from_status,
+        to_status=to_status,
+        changes=changes,
+        details=details,
+        keep_lease=go_on,
+        lease_seconds=lease_seconds,
+    )
+    if not go_on:
+        return moved, to_status
+    nxt = ACTIVE_OF[to_status]
+    moved = transition_many(
+        conn,
+        owner,
+        from_status=to_status,
+        to_status=nxt,
+        changes={i: {} for i in moved},
+        keep_lease=True,
+        lease_seconds=lease_seconds,
+        event="stage_started",
+    )
+    return moved, nxt
 
 
 def retry_delay(

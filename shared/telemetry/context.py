@@ -106,9 +106,7 @@ def bind_group(group_id: Id, members: Iterable[tuple[Id, Id]]) -> Iterator[None]
     in the same order, so searching for one document's correlation id finds it.
     ``correlation_id`` is the group's own id, the one its API requests send.
     """
-    pairs = tuple(
-        (str(_id(d, "document_id")), str(_id(c, "correlation_id"))) for d, c in members
-    )
+    pairs = tuple((str(_id(d, "document_id")), str(_id(c, "correlation_id"))) for d, c in members)
     tokens = (
         _correlation_id.set(_id(group_id, "correlation_id")),
         _document_id.set(None),

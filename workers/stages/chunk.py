@@ -7,8 +7,9 @@ so a retried attempt rewrites exactly the same chunk identities.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
+from typing import Any
 
 from shared.chunking import Chunker
 from shared.db import chunks, segments
@@ -33,10 +34,7 @@ def run(ctx: StageContext) -> Status:
     chunker = make_chunker(ctx.settings, input_limit(ctx.settings))
     # What an interrupted attempt left (one statement, so its own transaction).
     chunks.delete_unembedded(ctx.conn, ctx.doc_id, chunker.NAME, chunker.VERSION)
-    produced: Iterator[ChunkRow] = (
-        ChunkRow(c.ordinal, c.text, c.token_count, c.heading)
-        for c in chunker.chunks(segments.read(ctx.conn, ctx.doc_id))
-    )
+    produced = rows(chunker, segments.read(ctx.conn, ctx.doc_id))
     total = tokens = 0
     while True:
         group = []  # let the previous group go before building the next
@@ -47,20 +45,29 @@ def run(ctx: StageContext) -> Status:
         with ctx.conn.transaction():
             total += chunks.copy_chunks(ctx.conn, ctx.doc_id, chunker.NAME, chunker.VERSION, group)
         tokens += sum(c.token_count for c in group)
-    if total == 0:
-        raise InvalidInput("document has no text to chunk (only whitespace)")
+    fields, details = chunked(chunker, total, tokens)
     with ctx.conn.transaction():
         # Parsed segments are kept: re-chunking with a new chunker version must not
         # pay for parsing again (LlamaParse bills per page).
-        ctx.transition(
-            Status.CHUNKED,
-            fields={
-                "chunker": chunker.NAME,
-                "chunker_version": chunker.VERSION,
-                "chunks_total": total,
-                "tokens_total": tokens,
-                "chunks_embedded": 0,
-            },
-            details={"chunks": total, "tokens": tokens},
-        )
+        ctx.transition(Status.CHUNKED, fields=fields, details=details)
     return Status.CHUNKED
+
+
+def rows(chunker: Chunker, blocks: Iterable[str]) -> Iterator[ChunkRow]:
+    """The chunker's output as rows of the ``chunks`` table, lazily."""
+    for c in chunker.chunks(blocks):
+        yield ChunkRow(c.ordinal, c.text, c.token_count, c.heading)
+
+
+def chunked(chunker: Chunker, total: int, tokens: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What chunking records on the document, and in its event; refuses no chunks."""
+    if total == 0:
+        raise InvalidInput("document has no text to chunk (only whitespace)")
+    fields = {
+        "chunker": chunker.NAME,
+        "chunker_version": chunker.VERSION,
+        "chunks_total": total,
+        "tokens_total": tokens,
+        "chunks_embedded": 0,
+    }
+    return fields, {"chunks": total, "tokens": tokens}

@@ -38,7 +38,7 @@ def limits_for(s: Settings, embedder: Any) -> BatchLimits:
 def run(ctx: StageContext) -> Status:
     assert ctx.embedder_factory is not None, "the worker provides an embedder"
     embedder = ctx.embedder_factory()
-    runner = _runner()
+    runner = worker_runner()
     written = runner.run(_embed_all(ctx, embedder))
     with ctx.conn.transaction():
         ctx.transition(Status.EMBEDDED, details={"vectors_written": written})
@@ -48,7 +48,7 @@ def run(ctx: StageContext) -> Status:
 _RUNNER: asyncio.Runner | None = None
 
 
-def _runner() -> asyncio.Runner:
+def worker_runner() -> asyncio.Runner:
     """One event loop per worker process, kept across documents so the HTTP client's
     connection pool (and its keep-alive sockets) is reused."""
     global _RUNNER
@@ -87,12 +87,7 @@ async def _embed_all(ctx: StageContext, embedder: Any) -> int:
                 [b.key for b in batch],
                 vectors,
             )
-            ctx.conn.execute(
-                "UPDATE documents SET chunks_embedded = chunks_embedded + %s,"
-                " embed_tokens = embed_tokens + %s, cost_usd = cost_usd + %s,"
-                " embedding_model = %s WHERE id = %s AND lease_owner = %s",
-                (n, tokens, price, model, ctx.doc_id, ctx.owner),
-            )
+            chunks.record_embedded(ctx.conn, ctx.owner, model, {ctx.doc_id: (n, tokens, price)})
         return n
 
     return await embed_batches(
@@ -171,4 +166,4 @@ async def embed_batches(
     return written
 
 
-__all__ = ["IngestError", "close_runner", "embed_batches", "run"]
+__all__ = ["IngestError", "close_runner", "embed_batches", "run", "worker_runner"]

@@ -7,6 +7,8 @@ the totals. A mismatch is not papered over: the document goes back to
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.db import chunks
 from shared.errors import TransientError
 from shared.states import Status
@@ -21,11 +23,7 @@ def run(ctx: StageContext) -> Status:
         total, embedded = chunks.embedding_counts(
             ctx.conn, ctx.doc_id, doc["chunker"], doc["chunker_version"]
         )
-        if total == 0 or total != doc["chunks_total"]:
-            raise TransientError(
-                f"finalize check failed: {total} chunks stored, {doc['chunks_total']} expected"
-            )
-        if embedded != total:
+        if not whole(total, embedded, doc["chunks_total"]):
             ctx.transition(
                 Status.CHUNKED,
                 fields={"chunks_embedded": embedded},
@@ -34,7 +32,7 @@ def run(ctx: StageContext) -> Status:
             return Status.CHUNKED
         ctx.transition(
             Status.COMPLETE,
-            fields={"chunks_embedded": embedded, "error_class": None, "error_message": None},
+            fields=complete_fields(embedded),
             details={
                 "chunks": total,
                 "tokens": doc["tokens_total"],
@@ -43,3 +41,16 @@ def run(ctx: StageContext) -> Status:
             },
         )
     return Status.COMPLETE
+
+
+def whole(total: int, embedded: int, expected: int) -> bool:
+    """Every expected chunk is stored with a vector (False: vectors are missing).
+    Raises TransientError when the chunks themselves don't add up."""
+    if total == 0 or total != expected:
+        raise TransientError(f"finalize check failed: {total} chunks stored, {expected} expected")
+    return embedded == total
+
+
+def complete_fields(chunks: int) -> dict[str, Any]:
+    """What ``complete`` records on the document: the count, and no error left over."""
+    return {"chunks_embedded": chunks, "error_class": None, "error_message": None}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import islice
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from shared.db import segments
 from shared.db.blobs import BlobReader, open_blob
@@ -58,20 +58,25 @@ def run_local(ctx: StageContext) -> Status:
         with ctx.conn.transaction():
             written += segments.write(ctx.conn, ctx.doc_id, written, group)
         chars += sum(len(g) for g in group)
-    if written == 0 or chars == 0:
-        raise InvalidInput("document is empty: no text could be extracted")
+    fields, details = parsed(doc["mime_type"], written, chars, pending.pages)
     with ctx.conn.transaction():
-        ctx.transition(
-            Status.PARSED,
-            fields={
-                "parsed_segments": written,
-                "parsed_chars": chars,
-                "pages": pending.pages,
-                "parser": f"{parser_name(doc['mime_type'])}@{PARSER_VERSION}",
-            },
-            details={"segments": written, "chars": chars},
-        )
+        ctx.transition(Status.PARSED, fields=fields, details=details)
     return Status.PARSED
+
+
+def parsed(
+    mime_type: str, segments: int, chars: int, pages: int | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a local parse records on the document, and in its event; refuses an empty result."""
+    if segments == 0 or chars == 0:
+        raise InvalidInput("document is empty: no text could be extracted")
+    fields = {
+        "parsed_segments": segments,
+        "parsed_chars": chars,
+        "pages": pages,
+        "parser": f"{parser_name(mime_type)}@{PARSER_VERSION}",
+    }
+    return fields, {"segments": segments, "chars": chars}
 
 
 class _counted:

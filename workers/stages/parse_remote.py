@@ -395,9 +395,9 @@ _CLIENTS: dict[tuple[int, str, str], LlamaParseClient] = {}
 def _client(ctx: StageContext) -> LlamaParseClient:
     """One client per worker process (and event loop): its breaker and upload pacing
     span documents, and its connections are reused."""
-    from workers.stages.embed import _runner
+    from workers.stages.embed import worker_runner
 
-    runner = _runner()
+    runner = worker_runner()
     key_value = ctx.settings.llama_cloud_api_key
     key = (
         id(runner.get_loop()),
@@ -417,7 +417,7 @@ def _client(ctx: StageContext) -> LlamaParseClient:
 def _remote(ctx: StageContext, call: Callable[[], Awaitable[T]]) -> T:
     """Run one remote call on the worker's event loop, heartbeating and renewing the lease
     meanwhile; a lost lease cancels the call."""
-    from workers.stages.embed import _runner
+    from workers.stages.embed import worker_runner
 
     async def main() -> T:
         task = asyncio.ensure_future(call())
@@ -434,4 +434,4 @@ def _remote(ctx: StageContext, call: Callable[[], Awaitable[T]]) -> T:
                     await task
 
     ctx.checkpoint()
-    return _runner().run(main())
+    return worker_runner().run(main())
