@@ -233,58 +233,64 @@ class Group:
     def parse(self) -> None:
         conn = self.w.conn
         data = blobs.read_whole(conn, [m.doc["blob_oid"] for m in self.members])
-        done = []
-        for m in self.members:
-            try:
-                blocks = iter_blocks(io.BytesIO(data.pop(m.doc["blob_oid"])), m.doc["mime_type"])
-                m.blocks = [b for b in blocks if b]
-                m.fields, m.details = parse_stage.parsed(
-                    m.doc["mime_type"],
-                    len(m.blocks),
-                    sum(len(b) for b in m.blocks),
-                    getattr(blocks, "pages", None),
-                )
-            except Exception as exc:
-                self._fail_member(m, exc)
-                continue
-            done.append(m)
-        self.members = done
-        if not done:
+
+        def parse_one(m: Member) -> None:
+            blocks = iter_blocks(io.BytesIO(data.pop(m.doc["blob_oid"])), m.doc["mime_type"])
+            m.blocks = [b for b in blocks if b]
+            m.fields, m.details = parse_stage.parsed(
+                m.doc["mime_type"],
+                len(m.blocks),
+                sum(len(b) for b in m.blocks),
+                getattr(blocks, "pages", None),
+            )
+
+        if not self._per_member(parse_one):
             return
         self.checkpoint()
         with conn.transaction():
             segments.clear(conn, self.ids)
             segments.write_many(
-                conn, ((m.id, seq, b) for m in done for seq, b in enumerate(m.blocks))
+                conn, ((m.id, seq, b) for m in self.members for seq, b in enumerate(m.blocks))
             )
             self._advance_recorded(Status.PARSED)
 
     def chunk(self) -> None:
         conn = self.w.conn
         chunker = self.chunker
-        done = []
-        for m in self.members:
-            try:
-                m.chunks = list(chunk_stage.rows(chunker, m.blocks))
-                m.fields, m.details = chunk_stage.chunked(
-                    chunker, len(m.chunks), sum(c.token_count for c in m.chunks)
-                )
-            except Exception as exc:
-                self._fail_member(m, exc)
-                continue
-            finally:
-                m.blocks = []
-            done.append(m)
-        self.members = done
-        if not done:
+
+        def chunk_one(m: Member) -> None:
+            blocks, m.blocks = m.blocks, []  # the text is not needed past this point
+            m.chunks = list(chunk_stage.rows(chunker, blocks))
+            m.fields, m.details = chunk_stage.chunked(
+                chunker, len(m.chunks), sum(c.token_count for c in m.chunks)
+            )
+
+        if not self._per_member(chunk_one):
             return
         self.checkpoint()
         with conn.transaction():
             chunks.delete_unembedded(conn, self.ids, chunker.NAME, chunker.VERSION)
             chunks.copy_chunks_many(
-                conn, chunker.NAME, chunker.VERSION, ((m.id, c) for m in done for c in m.chunks)
+                conn,
+                chunker.NAME,
+                chunker.VERSION,
+                ((m.id, c) for m in self.members for c in m.chunks),
             )
             self._advance_recorded(Status.CHUNKED)
+
+    def _per_member(self, work: Callable[[Member], None]) -> bool:
+        """Do a stage's own work for each member; one that raises fails alone and
+        leaves the group. Returns whether any member is left."""
+        done = []
+        for m in self.members:
+            try:
+                work(m)
+            except Exception as exc:
+                self._fail_member(m, exc)
+                continue
+            done.append(m)
+        self.members = done
+        return bool(done)
 
     def _advance_recorded(self, to: Status) -> None:
         """``advance`` with what each member's stage recorded."""

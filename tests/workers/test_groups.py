@@ -5,19 +5,12 @@ and a crash mid-group resumed by anyone."""
 from __future__ import annotations
 
 import io
-import multiprocessing as mp
-import os
-import signal
-import time
 from typing import Any
 
-from shared.db import jobs
 from shared.db.connect import connect
-from shared.errors import ErrorClass
 from shared.ingest import ingest_stream
 from tests.workers.test_pipeline import run_worker
-from tests.workers.test_resume import _work
-from workers.base import Worker
+from tests.workers.test_resume import kill_victim_when, release_victim, rescue
 from workers.embedding import build_embedder
 
 
@@ -162,16 +155,7 @@ def test_sigkill_mid_group_is_resumed_by_another_worker(
         n = conn.execute("SELECT count(embedding) AS n FROM chunks").fetchone()["n"]
         return n >= 8
 
-    proc = mp.get_context("spawn").Process(target=_work, args=(settings,))
-    proc.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not some_vectors():
-            assert time.monotonic() < deadline, "the group never got vectors"
-            time.sleep(0.02)  # polling the database for a condition, with a deadline
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.join(10)
+    kill_victim_when(settings, some_vectors)
     openai_emulator.config.latency = 0.0
 
     statuses = {
@@ -184,23 +168,12 @@ def test_sigkill_mid_group_is_resumed_by_another_worker(
     total = conn.execute("SELECT count(*) AS n FROM chunks").fetchone()["n"]
     assert 0 < embedded_before < total
 
-    released = jobs.release_worker_leases(
-        conn,
-        "victim:1:0:0",
-        error_class=ErrorClass.CRASH,
-        message="worker killed by SIGKILL",
-        max_attempts=5,
-        retry_base=0.001,
-        retry_cap=0.001,
-    )
+    released = release_victim(conn)
     assert sorted(d for d, _ in released) == sorted(ids.values())
     conn.execute("UPDATE documents SET run_after = now()")
 
     served_before = openai_emulator.stats.inputs_served
-    embedder = build_embedder(settings)
-    worker = Worker(settings, url=db_url, owner="rescuer:1:0:0", embedder_factory=lambda: embedder)
-    worker.run(until_idle=True)
-    worker.close()
+    rescue(settings, db_url)
 
     assert openai_emulator.stats.inputs_served - served_before == total - embedded_before, (
         "the API is asked only for the chunks that had no vector"

@@ -33,6 +33,38 @@ def _wait(predicate: Any, timeout: float = 60.0) -> Any:
     raise AssertionError("condition not reached")
 
 
+def kill_victim_when(settings: Any, ready: Any) -> None:
+    """Run a real worker process ("victim") until ``ready()``, then SIGKILL it."""
+    proc = mp.get_context("spawn").Process(target=_work, args=(settings,))
+    proc.start()
+    try:
+        _wait(ready)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(10)
+
+
+def release_victim(conn: Any) -> list[Any]:
+    """What the supervisor does the moment it reaps the dead worker."""
+    return jobs.release_worker_leases(
+        conn,
+        "victim:1:0:0",
+        error_class=ErrorClass.CRASH,
+        message="worker killed by SIGKILL",
+        max_attempts=5,
+        retry_base=0.001,
+        retry_cap=0.001,
+    )
+
+
+def rescue(settings: Any, db_url: str) -> None:
+    """Another worker drains what the victim left."""
+    embedder = build_embedder(settings)
+    worker = Worker(settings, url=db_url, owner="rescuer:1:0:0", embedder_factory=lambda: embedder)
+    worker.run(until_idle=True)
+    worker.close()
+
+
 def test_sigkill_mid_embedding_resumes_without_duplicates(
     conn, db_url, openai_settings, openai_emulator, tmp_path
 ) -> None:
@@ -49,13 +81,7 @@ def test_sigkill_mid_embedding_resumes_without_duplicates(
         ).fetchone()
         return row["chunks_embedded"] if row["chunks_embedded"] >= 100 else 0
 
-    proc = mp.get_context("spawn").Process(target=_work, args=(settings,))
-    proc.start()
-    try:
-        _wait(progress)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.join(10)
+    kill_victim_when(settings, progress)
     openai_emulator.config.latency = 0.0
 
     before = conn.execute(
@@ -68,24 +94,12 @@ def test_sigkill_mid_embedding_resumes_without_duplicates(
     assert 0 < missing < before["chunks_total"]
     assert before["chunks_embedded"] == before["chunks_total"] - missing
 
-    # What the supervisor does the moment it reaps the dead worker.
-    released = jobs.release_worker_leases(
-        conn,
-        "victim:1:0:0",
-        error_class=ErrorClass.CRASH,
-        message="worker killed by SIGKILL",
-        max_attempts=5,
-        retry_base=0.001,
-        retry_cap=0.001,
-    )
+    released = release_victim(conn)
     assert [d for d, _ in released] == [doc_id]
     conn.execute("UPDATE documents SET run_after = now() WHERE id = %s", (doc_id,))
 
     served_before = openai_emulator.stats.inputs_served
-    embedder = build_embedder(settings)
-    worker = Worker(settings, url=db_url, owner="rescuer:1:0:0", embedder_factory=lambda: embedder)
-    worker.run(until_idle=True)
-    worker.close()
+    rescue(settings, db_url)
 
     after = conn.execute(
         "SELECT status, attempts, chunks_total, chunks_embedded FROM documents WHERE id = %s",
