@@ -35,8 +35,13 @@ def _worker(settings: Settings, url: str, slot: int) -> None:
     from workers.embedding import build_embedder
 
     embedder = build_embedder(settings)
-    w = Worker(settings, url=url, owner=f"rl:{os.getpid()}:{slot}:0", slot=slot,
-               embedder_factory=lambda: embedder)
+    w = Worker(
+        settings,
+        url=url,
+        owner=f"rl:{os.getpid()}:{slot}:0",
+        slot=slot,
+        embedder_factory=lambda: embedder,
+    )
     signal.signal(signal.SIGTERM, lambda *_: w.stop.request("benchmark over"))
     w.run()
     w.close()
@@ -54,17 +59,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ingest_file(conn, generators.write_text(docs_dir / f"d{i:05d}.txt", args.size, seed=i))
     config = OpenAIEmulatorConfig(tpm=args.tpm, rpm=args.rpm, exact_usage=False)
     with running(OpenAIEmulator(config)) as api:
-        settings = load_settings(environ={
-            "INGESTD_HOME": tempfile.mkdtemp(prefix="ingestd-rl-home-"),
-            "INGESTD_DATABASE_URL": url,
-            "INGESTD_EMBEDDER": "openai",
-            "OPENAI_API_KEY": DEFAULT_API_KEY,
-            "OPENAI_BASE_URL": api.base_url,
-            "INGESTD_OPENAI_TPM": str(args.tpm),
-            "INGESTD_OPENAI_RPM": str(args.rpm),
-            "INGESTD_WORKERS": str(args.workers),
-            "INGESTD_BATCH_MAX_TOKENS": str(args.batch_tokens),
-        })
+        settings = load_settings(
+            environ={
+                "INGESTD_HOME": tempfile.mkdtemp(prefix="ingestd-rl-home-"),
+                "INGESTD_DATABASE_URL": url,
+                "INGESTD_EMBEDDER": "openai",
+                "OPENAI_API_KEY": DEFAULT_API_KEY,
+                "OPENAI_BASE_URL": api.base_url,
+                "INGESTD_OPENAI_TPM": str(args.tpm),
+                "INGESTD_OPENAI_RPM": str(args.rpm),
+                "INGESTD_WORKERS": str(args.workers),
+                "INGESTD_BATCH_MAX_TOKENS": str(args.batch_tokens),
+            }
+        )
         ctx = mp.get_context("fork")
         procs = [ctx.Process(target=_worker, args=(settings, url, s)) for s in range(args.workers)]
         start = time.time()  # the emulator stamps records with wall-clock time
@@ -83,17 +90,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     achieved = ok_tokens / minutes
     n429 = sum(1 for r in records if r.status == 429)
     return {
-        "tpm_budget": args.tpm, "workers": args.workers, "seconds": args.seconds,
+        "tpm_budget": args.tpm,
+        "workers": args.workers,
+        "seconds": args.seconds,
         "steady_window_seconds": round(hi - lo, 1),
-        "achieved_tpm": round(achieved), "fraction_of_budget": round(achieved / args.tpm, 4),
-        "requests": len(records), "rate_limited_429": n429,
+        "achieved_tpm": round(achieved),
+        "fraction_of_budget": round(achieved / args.tpm, 4),
+        "requests": len(records),
+        "rate_limited_429": n429,
         "share_429": round(n429 / max(len(records), 1), 4),
     }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--tpm", type=int, default=120_000)
     ap.add_argument("--rpm", type=int, default=3_000)
     ap.add_argument("--seconds", type=float, default=150)

@@ -235,8 +235,11 @@ def measure(
     bin_path.unlink(missing_ok=True)
     # Garbage of earlier steps must not be freed (or counted) inside the measurement.
     gc.collect()
-    fmt = (memray.FileFormat.AGGREGATED_ALLOCATIONS if aggregated
-           else memray.FileFormat.ALL_ALLOCATIONS)
+    fmt = (
+        memray.FileFormat.AGGREGATED_ALLOCATIONS
+        if aggregated
+        else memray.FileFormat.ALL_ALLOCATIONS
+    )
     started = time.perf_counter()
     with memray.Tracker(bin_path, file_format=fmt):
         result = fn()
@@ -258,11 +261,13 @@ def write_reports(bin_path: Path) -> dict[str, str]:
         subprocess.run([*memray_cli, "stats", "-n", "10", str(bin_path)], stdout=fh, check=True)
     subprocess.run(
         [*memray_cli, "stats", "--json", "-f", "-o", str(stats_json), str(bin_path)],
-        check=True, stdout=subprocess.DEVNULL,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     subprocess.run(
         [*memray_cli, "flamegraph", "-f", "-o", str(flame), str(bin_path)],
-        check=True, stdout=subprocess.DEVNULL,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     return {"stats": str(stats_txt), "stats_json": str(stats_json), "flamegraph": str(flame)}
 
@@ -349,8 +354,11 @@ class Pipeline:
 
     def _claim(self) -> None:
         claimed = jobs.claim(
-            self.conn, self.owner, limit=1,
-            lease_seconds=self.settings.lease_seconds, max_attempts=self.settings.max_attempts,
+            self.conn,
+            self.owner,
+            limit=1,
+            lease_seconds=self.settings.lease_seconds,
+            max_attempts=self.settings.max_attempts,
         )
         if [c.id for c in claimed] != [self.doc_id]:
             raise RuntimeError(f"expected to claim {self.doc_id}, got {claimed}")
@@ -364,8 +372,12 @@ class Pipeline:
                 f"({doc['error_class']}: {doc['error_message']})"
             )
         return StageContext(
-            conn=self.conn, settings=self.settings, owner=self.owner, doc=doc,
-            status=Status(doc["status"]), metrics=Metrics(None, role="worker"),
+            conn=self.conn,
+            settings=self.settings,
+            owner=self.owner,
+            doc=doc,
+            status=Status(doc["status"]),
+            metrics=Metrics(None, role="worker"),
             embedder_factory=lambda: self.embedder,
         )
 
@@ -421,9 +433,7 @@ def measure_stages(
         for stage in STAGES[: last + 1]:
             fn = getattr(pipeline, stage)
             if stage in stages:
-                _, peaks[stage] = measure(
-                    stage, fn, _capture(stage, doc, sweep), aggregated=sweep
-                )
+                _, peaks[stage] = measure(stage, fn, _capture(stage, doc, sweep), aggregated=sweep)
             else:
                 fn()
         if "write" in stages:
@@ -441,11 +451,13 @@ def measure_worker_inprocess(env: Environment, doc: Input) -> Peak:
     embedder = build_embedder(settings)
     with connect(url, autocommit=True) as conn:
         doc_id = ingest_file(conn, doc.path).document_id
-        worker = Worker(settings, url=url, owner=f"profile:{os.getpid()}:0:0",
-                        embedder_factory=lambda: embedder)
+        worker = Worker(
+            settings, url=url, owner=f"profile:{os.getpid()}:0:0", embedder_factory=lambda: embedder
+        )
         try:
-            _, peak = measure("worker", lambda: worker.run(until_idle=True),
-                              _capture("worker", doc, sweep=False))
+            _, peak = measure(
+                "worker", lambda: worker.run(until_idle=True), _capture("worker", doc, sweep=False)
+            )
         finally:
             close_runner()
             worker.close()
@@ -457,7 +469,8 @@ def measure_worker_inprocess(env: Environment, doc: Input) -> Peak:
 def _require_complete(conn: Any, doc_id: Any) -> dict[str, Any]:
     row = conn.execute(
         "SELECT status, error_class, error_message, chunks_total, pages FROM documents"
-        " WHERE id = %s", (doc_id,),
+        " WHERE id = %s",
+        (doc_id,),
     ).fetchone()
     if row is None or row["status"] != "complete":
         raise RuntimeError(f"document did not complete: {row}")
@@ -498,7 +511,10 @@ def measure_worker_process(env: Environment, doc: Input) -> dict[str, Any]:
         started = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, "-m", "profiling.memory", "_worker"],
-            env=environ, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            env=environ,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         sampler = USSSampler(proc.pid)
         sampler.start()
@@ -528,26 +544,40 @@ def _worker_child() -> None:
     settings = load_settings()
     embedder = build_embedder(settings)
     get_encoding()  # what every worker holds; part of "ready", not of a document
-    worker = Worker(settings, url=database_url(settings), owner=f"profile:{os.getpid()}:0:0",
-                    embedder_factory=lambda: embedder)
+    worker = Worker(
+        settings,
+        url=database_url(settings),
+        owner=f"profile:{os.getpid()}:0:0",
+        embedder_factory=lambda: embedder,
+    )
     ready_uss = psutil.Process().memory_full_info().uss
     worker.run(until_idle=True)
     close_runner()
     worker.close()
     peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({
-        "ready_uss_mb": round(ready_uss / MB, 1),
-        "peak_rss_mb": round(peak_rss_kb / 1024, 1),
-        "documents": worker.documents_done,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "ready_uss_mb": round(ready_uss / MB, 1),
+                "peak_rss_mb": round(peak_rss_kb / 1024, 1),
+                "documents": worker.documents_done,
+            }
+        ),
+        flush=True,
+    )
 
 
 # -- the sweep -------------------------------------------------------------------------
 
 
 def sweep(
-    sizes: list[str], pdf_pages: tuple[int, ...] | list[int], *, embedder: str = "openai",
-    kind: str = "text", database_url: str | None = None, json_path: Path | None = MEMORY_JSON,
+    sizes: list[str],
+    pdf_pages: tuple[int, ...] | list[int],
+    *,
+    embedder: str = "openai",
+    kind: str = "text",
+    database_url: str | None = None,
+    json_path: Path | None = MEMORY_JSON,
 ) -> dict[str, Any]:
     docs = [make_input(kind, size=parse_size(s)) for s in sizes]
     docs += [make_input("pdf", pages=p) for p in pdf_pages]
@@ -558,7 +588,10 @@ def sweep(
             peaks = measure_stages(env, doc, STAGES, sweep=True)
             worker = measure_worker_process(env, doc)
             row = {
-                "document": doc.label, "kind": doc.kind, "bytes": doc.size, "pages": doc.pages,
+                "document": doc.label,
+                "kind": doc.kind,
+                "bytes": doc.size,
+                "pages": doc.pages,
                 "stages": {name: asdict(p) for name, p in peaks.items()},
                 "worker": worker,
             }
@@ -570,7 +603,7 @@ def sweep(
         "targets": {
             "worker_peak_uss_mb": WORKER_USS_TARGET_MB,
             "flat": f"peak(largest) - peak(next) <= max({FLAT_SLACK_MB} MB, "
-                    f"{FLAT_PER_DOCUMENT_MB} x extra document MB)",
+            f"{FLAT_PER_DOCUMENT_MB} x extra document MB)",
         },
         "verdict": verdict(rows),
     }
@@ -584,16 +617,19 @@ def sweep(
 
 def _table_header() -> str:
     cols = "".join(f"{s:>8}" for s in STAGES)
-    return (f"{'document':<16}{'bytes':>11}{cols}{'worker USS':>12}{'ready':>8}{'RSS':>8}{'s':>7}"
-            "\n" + " " * 27 + "memray peak MB per stage".center(8 * len(STAGES))
-            + "  peak, process MB")
+    return (
+        f"{'document':<16}{'bytes':>11}{cols}{'worker USS':>12}{'ready':>8}{'RSS':>8}{'s':>7}"
+        "\n" + " " * 27 + "memray peak MB per stage".center(8 * len(STAGES)) + "  peak, process MB"
+    )
 
 
 def _table_row(row: dict[str, Any]) -> str:
     cols = "".join(f"{row['stages'][s]['peak_mb']:>8.1f}" for s in STAGES)
     w = row["worker"]
-    return (f"{row['document']:<16}{row['bytes']:>11}{cols}{w['peak_uss_mb']:>12.1f}"
-            f"{w['ready_uss_mb']:>8.1f}{w['peak_rss_mb']:>8.1f}{w['seconds']:>7.0f}")
+    return (
+        f"{row['document']:<16}{row['bytes']:>11}{cols}{w['peak_uss_mb']:>12.1f}"
+        f"{w['ready_uss_mb']:>8.1f}{w['peak_rss_mb']:>8.1f}{w['seconds']:>7.0f}"
+    )
 
 
 def _growth(base: dict[str, Any], top: dict[str, Any]) -> list[dict[str, Any]]:
@@ -602,15 +638,30 @@ def _growth(base: dict[str, Any], top: dict[str, Any]) -> list[dict[str, Any]]:
 
     def check(what: str, lo: float, hi: float, sites: list[Any]) -> None:
         if hi - lo > max(FLAT_SLACK_MB, allowed_per_mb):
-            found.append({"what": what, "from": base["document"], "to": top["document"],
-                          "from_mb": round(lo, 1), "to_mb": round(hi, 1), "sites": sites})
+            found.append(
+                {
+                    "what": what,
+                    "from": base["document"],
+                    "to": top["document"],
+                    "from_mb": round(lo, 1),
+                    "to_mb": round(hi, 1),
+                    "sites": sites,
+                }
+            )
 
     for stage in STAGES:
-        check(f"stage {stage}", base["stages"][stage]["peak_mb"],
-              top["stages"][stage]["peak_mb"], top["stages"][stage]["top"])
-    check("worker process (USS above ready)",
-          base["worker"]["peak_uss_mb"] - base["worker"]["ready_uss_mb"],
-          top["worker"]["peak_uss_mb"] - top["worker"]["ready_uss_mb"], [])
+        check(
+            f"stage {stage}",
+            base["stages"][stage]["peak_mb"],
+            top["stages"][stage]["peak_mb"],
+            top["stages"][stage]["top"],
+        )
+    check(
+        "worker process (USS above ready)",
+        base["worker"]["peak_uss_mb"] - base["worker"]["ready_uss_mb"],
+        top["worker"]["peak_uss_mb"] - top["worker"]["ready_uss_mb"],
+        [],
+    )
     return found
 
 
@@ -635,16 +686,21 @@ def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _print_verdict(v: dict[str, Any]) -> None:
     if v.get("worker_target_met") is not None:
         ok = "met" if v["worker_target_met"] else "MISSED"
-        print(f"worker peak USS on the largest document: {v['worker_peak_uss_mb_largest']} MB "
-              f"(target <= {WORKER_USS_TARGET_MB:.0f} MB: {ok})")
+        print(
+            f"worker peak USS on the largest document: {v['worker_peak_uss_mb_largest']} MB "
+            f"(target <= {WORKER_USS_TARGET_MB:.0f} MB: {ok})"
+        )
     if not v["flat_judged"]:
-        print("flatness not judged: needs two text sizes of at least "
-              f"{size_label(FLAT_MIN_BYTES)}, or two PDFs")
+        print(
+            "flatness not judged: needs two text sizes of at least "
+            f"{size_label(FLAT_MIN_BYTES)}, or two PDFs"
+        )
     elif not v["growing"]:
         print(f"flat ({'; '.join(v['flat_judged'])}): nothing grows with document size")
     for g in v["growing"]:
-        print(f"GROWS: {g['what']}: {g['from_mb']} MB at {g['from']} -> {g['to_mb']} MB at "
-              f"{g['to']}")
+        print(
+            f"GROWS: {g['what']}: {g['from_mb']} MB at {g['from']} -> {g['to_mb']} MB at {g['to']}"
+        )
         for s in g["sites"][:3]:
             print(f"    {s['mb']:>8.2f} MB  {s['where']}  (from {s['caller']})")
 
@@ -653,8 +709,10 @@ def _print_verdict(v: dict[str, Any]) -> None:
 
 
 def _print_peak(peak: Peak) -> None:
-    print(f"{peak.name}: peak {peak.peak_mb:.2f} MB (memray, heap allocated by the stage) "
-          f"in {peak.seconds:.1f} s")
+    print(
+        f"{peak.name}: peak {peak.peak_mb:.2f} MB (memray, heap allocated by the stage) "
+        f"in {peak.seconds:.1f} s"
+    )
     print("  biggest allocations alive at the peak:")
     for s in peak.top:
         print(f"    {s.mb:>8.2f} MB {s.allocations:>6} allocs  {s.where}  (from {s.caller})")
@@ -665,25 +723,42 @@ def _print_peak(peak: Peak) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(
-        prog="python -m profiling.memory", description=__doc__,
+        prog="python -m profiling.memory",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("scenario", choices=[*STAGES, "worker", "sweep", "_worker"])
-    ap.add_argument("--kind", choices=KINDS, default="text",
-                    help="document kind for a stage/worker scenario, or the sweep's kind")
+    ap.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="text",
+        help="document kind for a stage/worker scenario, or the sweep's kind",
+    )
     ap.add_argument("--size", default="10MB", help="document size (text kinds), e.g. 100KB")
     ap.add_argument("--pages", type=int, default=PDF_PAGES, help="pages (--kind pdf)")
     ap.add_argument("--sizes", nargs="+", help=f"sweep sizes (default {' '.join(SWEEP_SIZES)})")
-    ap.add_argument("--pdf-pages", type=int, nargs="*", help="sweep PDFs, pages of each "
-                    f"(default {' '.join(map(str, SWEEP_PDF_PAGES))}; none: no PDF)")
-    ap.add_argument("--quick", action="store_true",
-                    help=f"sweep {' '.join(QUICK_SIZES)} and a {QUICK_PDF_PAGES[0]}-page PDF")
+    ap.add_argument(
+        "--pdf-pages",
+        type=int,
+        nargs="*",
+        help="sweep PDFs, pages of each "
+        f"(default {' '.join(map(str, SWEEP_PDF_PAGES))}; none: no PDF)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"sweep {' '.join(QUICK_SIZES)} and a {QUICK_PDF_PAGES[0]}-page PDF",
+    )
     ap.add_argument("--embedder", choices=["openai", "hash"], default="openai")
     ap.add_argument("--database-url", help="server to use (default: embedded, in a temp dir)")
-    ap.add_argument("--no-reports", action="store_true",
-                    help="skip memray stats/flamegraph (stage and worker scenarios)")
-    ap.add_argument("--json", type=Path, help="sweep: where to write (default "
-                    f"{MEMORY_JSON.relative_to(ROOT)})")
+    ap.add_argument(
+        "--no-reports",
+        action="store_true",
+        help="skip memray stats/flamegraph (stage and worker scenarios)",
+    )
+    ap.add_argument(
+        "--json", type=Path, help=f"sweep: where to write (default {MEMORY_JSON.relative_to(ROOT)})"
+    )
     args = ap.parse_args(argv)
 
     if args.scenario == "_worker":
@@ -691,10 +766,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     if args.scenario == "sweep":
         sizes = args.sizes or list(QUICK_SIZES if args.quick else SWEEP_SIZES)
-        pages = args.pdf_pages if args.pdf_pages is not None else (
-            QUICK_PDF_PAGES if args.quick else SWEEP_PDF_PAGES)
-        return sweep(sizes, pages, embedder=args.embedder, kind=args.kind,
-                     database_url=args.database_url, json_path=args.json or MEMORY_JSON)
+        pages = (
+            args.pdf_pages
+            if args.pdf_pages is not None
+            else (QUICK_PDF_PAGES if args.quick else SWEEP_PDF_PAGES)
+        )
+        return sweep(
+            sizes,
+            pages,
+            embedder=args.embedder,
+            kind=args.kind,
+            database_url=args.database_url,
+            json_path=args.json or MEMORY_JSON,
+        )
 
     doc = make_input(args.kind, size=parse_size(args.size), pages=args.pages)
     print(f"document: {doc.label} ({doc.size} bytes) at {doc.path}", flush=True)

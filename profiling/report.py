@@ -40,8 +40,12 @@ from profiling.run_all import RESULTS_JSON, WORKER_COUNTS, pipeline_scaling
 
 OUT = memory.OUT
 SCALING_JSON = OUT / "pipeline_scaling.json"
-STAGE_COLOURS = {"parse": "tab:blue", "chunk": "tab:orange", "batch": "tab:green",
-                 "write": "tab:purple"}
+STAGE_COLOURS = {
+    "parse": "tab:blue",
+    "chunk": "tab:orange",
+    "batch": "tab:green",
+    "write": "tab:purple",
+}
 # bench_pipeline's reference point (shared/reference/peers.md): pgai's vectorizer worker.
 PGAI_CHUNKS_PER_S = 460
 
@@ -60,28 +64,51 @@ def plot_memory(mem: dict[str, Any], path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
 
     for stage, colour in STAGE_COLOURS.items():
-        left.plot([r["bytes"] for r in texts], [r["stages"][stage]["peak_mb"] for r in texts],
-                  "o-", color=colour, label=stage)
+        left.plot(
+            [r["bytes"] for r in texts],
+            [r["stages"][stage]["peak_mb"] for r in texts],
+            "o-",
+            color=colour,
+            label=stage,
+        )
         for r in pdfs:
-            left.plot(r["bytes"], r["stages"][stage]["peak_mb"], "*", color=colour,
-                      markersize=13)
+            left.plot(r["bytes"], r["stages"][stage]["peak_mb"], "*", color=colour, markersize=13)
     for r in pdfs:
         top = max(p["peak_mb"] for p in r["stages"].values())
-        left.annotate(f"PDF {r['pages']} p", (r["bytes"], top), textcoords="offset points",
-                      xytext=(8, 4), fontsize=8)
+        left.annotate(
+            f"PDF {r['pages']} p",
+            (r["bytes"], top),
+            textcoords="offset points",
+            xytext=(8, 4),
+            fontsize=8,
+        )
     left.set_title("In-process stage functions: memray peak heap")
     left.set_ylabel("peak MB (allocated by the stage)")
 
     xs = [r["bytes"] for r in texts]
-    right.plot(xs, [r["worker"]["peak_uss_mb"] for r in texts], "o-", color="tab:red",
-               label="worker peak USS")
-    right.plot(xs, [r["worker"]["ready_uss_mb"] for r in texts], "o--", color="tab:gray",
-               label="worker USS when ready")
+    right.plot(
+        xs,
+        [r["worker"]["peak_uss_mb"] for r in texts],
+        "o-",
+        color="tab:red",
+        label="worker peak USS",
+    )
+    right.plot(
+        xs,
+        [r["worker"]["ready_uss_mb"] for r in texts],
+        "o--",
+        color="tab:gray",
+        label="worker USS when ready",
+    )
     for r in pdfs:
-        right.plot(r["bytes"], r["worker"]["peak_uss_mb"], "*", color="tab:red",
-                   markersize=13)
-        right.annotate(f"PDF {r['pages']} p", (r["bytes"], r["worker"]["peak_uss_mb"]),
-                       textcoords="offset points", xytext=(8, 4), fontsize=8)
+        right.plot(r["bytes"], r["worker"]["peak_uss_mb"], "*", color="tab:red", markersize=13)
+        right.annotate(
+            f"PDF {r['pages']} p",
+            (r["bytes"], r["worker"]["peak_uss_mb"]),
+            textcoords="offset points",
+            xytext=(8, 4),
+            fontsize=8,
+        )
     target = mem.get("targets", {}).get("worker_peak_uss_mb", memory.WORKER_USS_TARGET_MB)
     right.axhline(target, color="black", linestyle=":", label=f"target {target:g} MB")
     right.set_ylim(0, max(target * 1.2, *(r["worker"]["peak_uss_mb"] * 1.1 for r in rows)))
@@ -108,28 +135,44 @@ def plot_throughput(runs: list[dict[str, Any]], path: Path) -> Path:
     runs = sorted(runs, key=lambda r: r["workers"])
     workers = [r["workers"] for r in runs]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    left.plot(workers, [r["chunks_per_second"] for r in runs], "o-", color="tab:blue",
-              label="chunks/s")
-    left.axhline(PGAI_CHUNKS_PER_S, color="tab:gray", linestyle=":",
-                 label=f"pgai vectorizer reference ({PGAI_CHUNKS_PER_S} chunks/s)")
+    left.plot(
+        workers, [r["chunks_per_second"] for r in runs], "o-", color="tab:blue", label="chunks/s"
+    )
+    left.axhline(
+        PGAI_CHUNKS_PER_S,
+        color="tab:gray",
+        linestyle=":",
+        label=f"pgai vectorizer reference ({PGAI_CHUNKS_PER_S} chunks/s)",
+    )
     left.set_ylabel("chunks per second")
     left.set_ylim(bottom=0)
     docs_axis = left.twinx()
-    docs_axis.plot(workers, [r["docs_per_second"] for r in runs], "s--", color="tab:green",
-                   label="documents/s")
+    docs_axis.plot(
+        workers, [r["docs_per_second"] for r in runs], "s--", color="tab:green", label="documents/s"
+    )
     docs_axis.set_ylabel("documents per second")
     docs_axis.set_ylim(bottom=0)
     handles = left.get_legend_handles_labels()
     extra = docs_axis.get_legend_handles_labels()
     left.legend(handles[0] + extra[0], handles[1] + extra[1], loc="lower right")
     first = runs[0]
-    left.set_title(f"Throughput ({first['docs']} docs, {first['chunks']} chunks, "
-                   f"{first['dims']} dims)")
+    left.set_title(
+        f"Throughput ({first['docs']} docs, {first['chunks']} chunks, {first['dims']} dims)"
+    )
 
-    right.bar([str(w) for w in workers], [r["peak_uss_mb_per_worker"] for r in runs],
-              color="tab:red", alpha=0.7, label="peak USS")
-    right.plot([str(w) for w in workers], [r["peak_rss_mb_per_worker"] for r in runs], "ko",
-               label="peak RSS")
+    right.bar(
+        [str(w) for w in workers],
+        [r["peak_uss_mb_per_worker"] for r in runs],
+        color="tab:red",
+        alpha=0.7,
+        label="peak USS",
+    )
+    right.plot(
+        [str(w) for w in workers],
+        [r["peak_rss_mb_per_worker"] for r in runs],
+        "ko",
+        label="peak RSS",
+    )
     right.set_ylabel("MB per worker")
     right.set_title("Memory per worker")
     right.legend(loc="lower right")
@@ -147,8 +190,12 @@ def plot_claims(rows: list[dict[str, Any]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for consumers in sorted({r["consumers"] for r in rows}):
         mine = sorted((r for r in rows if r["consumers"] == consumers), key=lambda r: r["batch"])
-        ax.plot([r["batch"] for r in mine], [r["claims_per_second"] for r in mine], "o-",
-                label=f"{consumers} consumer(s)")
+        ax.plot(
+            [r["batch"] for r in mine],
+            [r["claims_per_second"] for r in mine],
+            "o-",
+            label=f"{consumers} consumer(s)",
+        )
     ax.set_xscale("log")
     batches = sorted({r["batch"] for r in rows})
     ax.xaxis.set_minor_locator(NullLocator())
@@ -173,16 +220,24 @@ def _load(path: Path | None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> list[Path]:
     ap = argparse.ArgumentParser(
-        prog="python -m profiling.report", description=__doc__,
+        prog="python -m profiling.report",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("results", nargs="?", type=Path, help=f"default {RESULTS_JSON}")
-    ap.add_argument("--run-pipeline", action="store_true",
-                    help="run bench_pipeline for each --workers count even if results exist")
+    ap.add_argument(
+        "--run-pipeline",
+        action="store_true",
+        help="run bench_pipeline for each --workers count even if results exist",
+    )
     ap.add_argument("--workers", type=int, nargs="+", default=list(WORKER_COUNTS))
     ap.add_argument("--docs", type=int, default=2000, help="documents per pipeline run")
-    ap.add_argument("--memory", type=Path, metavar="MEMORY.json",
-                    help="memory figures from this sweep file instead of the results")
+    ap.add_argument(
+        "--memory",
+        type=Path,
+        metavar="MEMORY.json",
+        help="memory figures from this sweep file instead of the results",
+    )
     args = ap.parse_args(argv)
     benchmarks = _load(args.results).get("benchmarks", {})
     OUT.mkdir(parents=True, exist_ok=True)

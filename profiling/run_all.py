@@ -87,8 +87,11 @@ def machine_info() -> dict[str, Any]:
 
 
 def pipeline_scaling(
-    workers: tuple[int, ...] = WORKER_COUNTS, *, docs: int = PIPELINE_DOCS[0],
-    size: int = 8192, database_url: str | None = None,
+    workers: tuple[int, ...] = WORKER_COUNTS,
+    *,
+    docs: int = PIPELINE_DOCS[0],
+    size: int = 8192,
+    database_url: str | None = None,
 ) -> list[dict[str, Any]]:
     """bench_pipeline once per worker count (a fresh database each time)."""
     runs = []
@@ -143,8 +146,11 @@ def metrics(benchmarks: dict[str, Any]) -> dict[str, dict[str, Any]]:
             out[name] = {"value": value, "better": better}
 
     for r in benchmarks.get("claims", []):
-        put(f"claims.consumers{r['consumers']}.batch{r['batch']}.claims_per_s",
-            r["claims_per_second"], HIGHER)
+        put(
+            f"claims.consumers{r['consumers']}.batch{r['batch']}.claims_per_s",
+            r["claims_per_second"],
+            HIGHER,
+        )
     for r in benchmarks.get("pipeline", []):
         w = f"pipeline.workers{r['workers']}"
         put(f"{w}.chunks_per_s", r["chunks_per_second"], HIGHER)
@@ -168,24 +174,41 @@ def compare(new: dict[str, Any], old: dict[str, Any], tolerance: float) -> list[
     for name, m in new["metrics"].items():
         before = old.get("metrics", {}).get(name)
         if before is None:
-            rows.append({"metric": name, "old": None, "new": m["value"], "change": None,
-                         "verdict": "new"})
+            rows.append(
+                {"metric": name, "old": None, "new": m["value"], "change": None, "verdict": "new"}
+            )
             continue
         change = (m["value"] - before["value"]) / before["value"] if before["value"] else 0.0
         # A small peak doubling by half a megabyte is allocator noise, not a regression.
-        noticeable = abs(m["value"] - before["value"]) > (MEMORY_NOISE_MB
-                                                          if name.endswith("_mb") else 0)
-        worse = noticeable and (change < -tolerance if m["better"] == HIGHER
-                                else change > tolerance)
-        better = noticeable and (change > tolerance if m["better"] == HIGHER
-                                 else change < -tolerance)
-        rows.append({"metric": name, "old": before["value"], "new": m["value"],
-                     "change": change, "verdict": "WORSE" if worse else
-                     ("better" if better else "")})
+        noticeable = abs(m["value"] - before["value"]) > (
+            MEMORY_NOISE_MB if name.endswith("_mb") else 0
+        )
+        worse = noticeable and (
+            change < -tolerance if m["better"] == HIGHER else change > tolerance
+        )
+        better = noticeable and (
+            change > tolerance if m["better"] == HIGHER else change < -tolerance
+        )
+        rows.append(
+            {
+                "metric": name,
+                "old": before["value"],
+                "new": m["value"],
+                "change": change,
+                "verdict": "WORSE" if worse else ("better" if better else ""),
+            }
+        )
     for name in old.get("metrics", {}):
         if name not in new["metrics"]:
-            rows.append({"metric": name, "old": old["metrics"][name]["value"], "new": None,
-                         "change": None, "verdict": "gone"})
+            rows.append(
+                {
+                    "metric": name,
+                    "old": old["metrics"][name]["value"],
+                    "new": None,
+                    "change": None,
+                    "verdict": "gone",
+                }
+            )
     return rows
 
 
@@ -200,8 +223,10 @@ def _num(v: float | None) -> str:
 def print_table(results: dict[str, Any], deltas: list[dict[str, Any]] | None) -> None:
     width = max(len(n) for n in results["metrics"]) + 2
     print()
-    print(f"ingestd benchmarks  {results['timestamp']}  {results['machine']['cpu']} "
-          f"x{results['machine']['logical_cpus']}  commit {results['machine']['git_commit']}")
+    print(
+        f"ingestd benchmarks  {results['timestamp']}  {results['machine']['cpu']} "
+        f"x{results['machine']['logical_cpus']}  commit {results['machine']['git_commit']}"
+    )
     if deltas is None:
         print(f"{'metric':<{width}}{'value':>14}  better")
         for name, m in results["metrics"].items():
@@ -210,22 +235,31 @@ def print_table(results: dict[str, Any], deltas: list[dict[str, Any]] | None) ->
     print(f"{'metric':<{width}}{'old':>14}{'new':>14}{'change':>10}")
     for d in deltas:
         change = "-" if d["change"] is None else f"{d['change'] * 100:+.1f}%"
-        print(f"{d['metric']:<{width}}{_num(d['old']):>14}{_num(d['new']):>14}{change:>10}"
-              f"  {d['verdict']}")
+        print(
+            f"{d['metric']:<{width}}{_num(d['old']):>14}{_num(d['new']):>14}{change:>10}"
+            f"  {d['verdict']}"
+        )
     worse = [d["metric"] for d in deltas if d["verdict"] == "WORSE"]
-    print(f"\n{len(worse)} metric(s) worse than the old run" + (": " + ", ".join(worse)
-                                                               if worse else ""))
+    print(
+        f"\n{len(worse)} metric(s) worse than the old run"
+        + (": " + ", ".join(worse) if worse else "")
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(
-        prog="python -m profiling.run_all", description=__doc__,
+        prog="python -m profiling.run_all",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--quick", action="store_true", help="smaller runs (a few minutes)")
     ap.add_argument("--compare", type=Path, metavar="OLD.json", help="print deltas against it")
-    ap.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                    help="relative change that counts as worse (default 0.10)")
+    ap.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="relative change that counts as worse (default 0.10)",
+    )
     ap.add_argument("--json", type=Path, default=RESULTS_JSON, help="where to write results")
     ap.add_argument("--database-url", help="server to use (default: embedded, in a temp dir)")
     args = ap.parse_args(argv)
@@ -236,8 +270,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "machine": machine_info(),
-        "command": " ".join([Path(sys.executable).name, "-m", "profiling.run_all",
-                             *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            [
+                Path(sys.executable).name,
+                "-m",
+                "profiling.run_all",
+                *(argv if argv is not None else sys.argv[1:]),
+            ]
+        ),
         "benchmarks": benchmarks,
     }
     results["metrics"] = metrics(benchmarks)
@@ -246,8 +286,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     deltas = None
     if old is not None:
         if old.get("quick") != args.quick:
-            print(f"note: comparing a {'quick' if args.quick else 'full'} run with a "
-                  f"{'quick' if old.get('quick') else 'full'} one")
+            print(
+                f"note: comparing a {'quick' if args.quick else 'full'} run with a "
+                f"{'quick' if old.get('quick') else 'full'} one"
+            )
         deltas = compare(results, old, args.tolerance)
         results["compared_with"] = {"file": str(args.compare), "deltas": deltas}
         args.json.write_text(json.dumps(results, indent=2))

@@ -206,10 +206,13 @@ def classify(child: Child, wait_status: int) -> Death:
     if child.kill_reason is not None:
         return Death(child.kill_reason, exit_code, signum, f"{child.kill_detail}; {how}")
     if exit_code == EXIT_CONFIG:
-        return Death(Reason.CONFIG, exit_code, signum,
-                     "configuration error (exit code 78); see its log")
-    stopped_as_asked = exit_code == EXIT_OK or child.escalated or (
-        signum is not None and signum == child.stop_signal
+        return Death(
+            Reason.CONFIG, exit_code, signum, "configuration error (exit code 78); see its log"
+        )
+    stopped_as_asked = (
+        exit_code == EXIT_OK
+        or child.escalated
+        or (signum is not None and signum == child.stop_signal)
     )
     if child.stop_reason is not None and stopped_as_asked:
         detail = f"stopped ({child.stop_reason})"

@@ -55,6 +55,7 @@ def hostname() -> str:
 
 # -- pid file ----------------------------------------------------------------------
 
+
 def pid_file(settings: Settings) -> Path:
     return settings.home / PID_FILE
 
@@ -91,6 +92,7 @@ def is_running_supervisor(pid: int) -> bool:
 
 
 # -- what the supervisor publishes ----------------------------------------------------
+
 
 def publish(
     conn: psycopg.Connection[Any],
@@ -135,8 +137,10 @@ def publish(
                     " heartbeat_at = EXCLUDED.heartbeat_at, uss_bytes = EXCLUDED.uss_bytes,"
                     " document_id = EXCLUDED.document_id, stage = EXCLUDED.stage,"
                     " documents_done = EXCLUDED.documents_done, updated_at = now()",
-                    [{**r, "supervisor": supervisor, "document_id": _uuid_or_none(r)}
-                     for r in rows],
+                    [
+                        {**r, "supervisor": supervisor, "document_id": _uuid_or_none(r)}
+                        for r in rows
+                    ],
                 )
 
 
@@ -212,6 +216,7 @@ def leased_by(conn: psycopg.Connection[Any], owner: str) -> list[uuid.UUID]:
 
 # -- control commands ------------------------------------------------------------------
 
+
 def profile_request_path(settings: Settings, slot: int) -> Path:
     return settings.home / PROFILES_DIR / f"request-{slot}.json"
 
@@ -232,8 +237,9 @@ def find_local_supervisor(settings: Settings, conn: psycopg.Connection[Any] | No
     if pid is not None and is_running_supervisor(pid):
         return pid
     if conn is not None:
-        alive = [r["pid"] for r in local_supervisors(conn, hostname())
-                 if is_running_supervisor(r["pid"])]
+        alive = [
+            r["pid"] for r in local_supervisors(conn, hostname()) if is_running_supervisor(r["pid"])
+        ]
         if len(alive) == 1:
             return int(alive[0])
         if len(alive) > 1:
@@ -254,8 +260,9 @@ def request_profile(settings: Settings, slot: int) -> Path:
     """
     if slot < 0:
         raise ControlError(f"slot must be 0 or more, got {slot}")
-    with connect(database_url(settings), autocommit=True,
-                 application_name="ingestd-control") as conn:
+    with connect(
+        database_url(settings), autocommit=True, application_name="ingestd-control"
+    ) as conn:
         pid = find_local_supervisor(settings, conn)
         slots = worker_slots(conn, supervisor_id(hostname(), pid))
     if slots and slot not in slots:

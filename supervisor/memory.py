@@ -41,8 +41,9 @@ class MemoryLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MemoryLimits:
-        return cls(settings.memory_soft_mb * MB, settings.memory_hard_mb * MB,
-                   settings.memory_strikes)
+        return cls(
+            settings.memory_soft_mb * MB, settings.memory_hard_mb * MB, settings.memory_strikes
+        )
 
 
 @dataclass

@@ -102,8 +102,9 @@ class SignalQueue:
         doorbell. SIGINT gets Python's default (KeyboardInterrupt) rather than SIG_DFL.
         """
         for sig in ALL:
-            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT
-                          else signal.SIG_DFL)
+            signal.signal(
+                sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            )
         self._previous.clear()
         self._queue.clear()
         self._close()

@@ -43,8 +43,10 @@ def test_transition_many_moves_only_documents_still_ours(conn, ingest_bytes) -> 
         "w1",
         from_status=Status.PARSING,
         to_status=Status.PARSED,
-        changes={i: {"parsed_segments": n + 1, "parsed_chars": 10 * (n + 1), "pages": None}
-                 for n, i in enumerate(ids)},
+        changes={
+            i: {"parsed_segments": n + 1, "parsed_chars": 10 * (n + 1), "pages": None}
+            for n, i in enumerate(ids)
+        },
         details={ids[0]: {"segments": 1}},
     )
     assert moved == set(ids[:2])
@@ -54,8 +56,9 @@ def test_transition_many_moves_only_documents_still_ours(conn, ingest_bytes) -> 
             "SELECT id, status::text, parsed_segments, parsed_chars, lease_owner FROM documents"
         )
     }
-    assert [(rows[i]["status"], rows[i]["parsed_segments"], rows[i]["parsed_chars"])
-            for i in ids] == [("parsed", 1, 10), ("parsed", 2, 20), ("parsing", 0, 0)]
+    assert [
+        (rows[i]["status"], rows[i]["parsed_segments"], rows[i]["parsed_chars"]) for i in ids
+    ] == [("parsed", 1, 10), ("parsed", 2, 20), ("parsing", 0, 0)]
     assert rows[ids[0]]["lease_owner"] is None  # not kept: the stage ended
     events = conn.execute(
         "SELECT document_id, event, from_status::text, to_status::text, worker, details"
@@ -64,8 +67,10 @@ def test_transition_many_moves_only_documents_still_ours(conn, ingest_bytes) -> 
     assert sorted(
         (e["document_id"], e["from_status"], e["to_status"], e["worker"]) for e in events
     ) == sorted((i, "parsing", "parsed", "w1") for i in ids[:2])
-    assert {e["document_id"]: e["details"] for e in events} == {ids[0]: {"segments": 1},
-                                                                ids[1]: None}
+    assert {e["document_id"]: e["details"] for e in events} == {
+        ids[0]: {"segments": 1},
+        ids[1]: None,
+    }
 
 
 def test_transition_many_refuses_uneven_changes(conn, ingest_bytes) -> None:

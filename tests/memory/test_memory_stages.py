@@ -175,17 +175,19 @@ def test_pdf_parse_from_a_large_object_reads_ranges(
 
 
 @pytest.fixture
-def parse_context(
-    conn: Any, make_settings: Any, text_blob: tuple[Any, int, int]
-) -> StageContext:
+def parse_context(conn: Any, make_settings: Any, text_blob: tuple[Any, int, int]) -> StageContext:
     settings = make_settings()
     doc_id = text_blob[0]
     claimed = jobs.claim(conn, "memtest:1:0:0", lease_seconds=60, max_attempts=3)
     assert [c.id for c in claimed] == [doc_id]
     doc = conn.execute("SELECT * FROM documents WHERE id = %s", (doc_id,)).fetchone()
     return StageContext(
-        conn=conn, settings=settings, owner="memtest:1:0:0", doc=doc,
-        status=Status.PARSING, metrics=Metrics(None, role="worker"),
+        conn=conn,
+        settings=settings,
+        owner="memtest:1:0:0",
+        doc=doc,
+        status=Status.PARSING,
+        metrics=Metrics(None, role="worker"),
     )
 
 
@@ -266,18 +268,23 @@ def test_chunk_and_vector_writes_stream(
 ) -> None:
     name, version = Chunker.NAME, Chunker.VERSION
     with conn.transaction():
-        assert chunks.copy_chunks(conn, chunk_document, name, version, _rows(WRITE_ROWS, 2400)) \
+        assert (
+            chunks.copy_chunks(conn, chunk_document, name, version, _rows(WRITE_ROWS, 2400))
             == WRITE_ROWS
+        )
     written = 0
     unembedded = chunks.iter_unembedded(conn, chunk_document, name, version)
     items = (BatchItem(r.ordinal, r.text, r.token_count) for r in unembedded)
     for batch in pack(items, BatchLimits()):
         with conn.transaction():
             written += chunks.write_vectors(
-                conn, chunk_document, name, version, "test-model",
-                [b.key for b in batch], unit_vectors[: len(batch)],
+                conn,
+                chunk_document,
+                name,
+                version,
+                "test-model",
+                [b.key for b in batch],
+                unit_vectors[: len(batch)],
             )
     assert written == WRITE_ROWS
-    assert chunks.embedding_counts(conn, chunk_document, name, version) == (
-        WRITE_ROWS, WRITE_ROWS
-    )
+    assert chunks.embedding_counts(conn, chunk_document, name, version) == (WRITE_ROWS, WRITE_ROWS)

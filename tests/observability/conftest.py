@@ -23,17 +23,25 @@ from tests.observability.obs_support import (
 def daemon_env(cli_env: dict[str, str]) -> dict[str, str]:
     """``cli_env`` with small timeouts and JSON logs; no proxy between us and our sockets."""
     env = {**cli_env, **FAST_ENV}
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
-                "ALL_PROXY", "SENTRY_DSN", "STATSD_HOST", "STATSD_PORT", "STATSD_PREFIX"):
+    for var in (
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "SENTRY_DSN",
+        "STATSD_HOST",
+        "STATSD_PORT",
+        "STATSD_PREFIX",
+    ):
         env.pop(var, None)
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     return env
 
 
 @pytest.fixture
-def start_daemon(
-    tmp_path: Path, conn: psycopg.Connection[Any]
-) -> Iterator[Callable[..., Daemon]]:
+def start_daemon(tmp_path: Path, conn: psycopg.Connection[Any]) -> Iterator[Callable[..., Daemon]]:
     """Start ``ingestd <args>`` (default ``run --drain``) with ``env``; killed at teardown."""
     daemons: list[Daemon] = []
 

@@ -76,8 +76,11 @@ def test_log_lines_carry_correlation_ids_and_no_text_or_secret(
         return dict(zip(r.get("document_ids") or [], r.get("correlation_ids") or [], strict=True))
 
     in_stage = [r for r in records if r.get("role") == "worker" and r.get("stage") is not None]
-    unbound = [r for r in in_stage if not named(r)
-               or any(correlation.get(d) != c for d, c in named(r).items())]
+    unbound = [
+        r
+        for r in in_stage
+        if not named(r) or any(correlation.get(d) != c for d, c in named(r).items())
+    ]
     assert not unbound, json.dumps(unbound[:5], indent=1)
 
     # ...and there are such lines for every stage of the good document, and for the
@@ -85,9 +88,12 @@ def test_log_lines_carry_correlation_ids_and_no_text_or_secret(
     good_id = str(good.document_id)
     seen = {r["stage"] for r in in_stage if good_id in named(r)}
     assert set(STAGES) <= seen, seen
-    assert any(good_id in named(r) and r["stage"] == "embedding"
-               and r.get("logger", "").startswith("httpx") for r in in_stage), \
-        "no request line from the HTTP client during embedding"
+    assert any(
+        good_id in named(r)
+        and r["stage"] == "embedding"
+        and r.get("logger", "").startswith("httpx")
+        for r in in_stage
+    ), "no request line from the HTTP client during embedding"
     failed = [r for r in in_stage if r["event"] == "document failed"]
     assert [r["document_id"] for r in failed] == [str(bad.document_id)]
     assert failed[0]["error_class"] == "invalid_input"

@@ -61,8 +61,10 @@ def test_failed_document_is_one_scrubbed_tagged_event(
     daemon = start_daemon(env)
     assert daemon.wait_exit() == 0, daemon.tail()
 
-    statuses = {r["id"]: r["status"]
-                for r in conn.execute("SELECT id, status::text AS status FROM documents")}
+    statuses = {
+        r["id"]: r["status"]
+        for r in conn.execute("SELECT id, status::text AS status FROM documents")
+    }
     assert statuses == {bad.document_id: "failed", good.document_id: "complete"}
 
     # The worker flushes before it exits, so everything it sent has arrived.
@@ -100,8 +102,9 @@ def test_killed_worker_is_reported_by_the_supervisor(
             (f"%:{daemon.pid}", good.document_id),
         ).fetchone()
 
-    worker = wait_until(embedding_worker, "the worker to be embedding the document",
-                        on_timeout=daemon.tail)
+    worker = wait_until(
+        embedding_worker, "the worker to be embedding the document", on_timeout=daemon.tail
+    )
     os.kill(worker["pid"], signal.SIGKILL)
     # The killed request stays asleep in the emulator; its replacement's request is fast.
     openai_emulator.config.latency = 0.0
@@ -109,8 +112,9 @@ def test_killed_worker_is_reported_by_the_supervisor(
     def supervisor_events() -> list[dict[str, Any]]:
         return [e for e in sentry_ingest.events() if e["tags"].get("role") == "supervisor"]
 
-    deaths = wait_until(supervisor_events, "the supervisor's worker-death event",
-                        on_timeout=daemon.tail)
+    deaths = wait_until(
+        supervisor_events, "the supervisor's worker-death event", on_timeout=daemon.tail
+    )
     assert len(deaths) == 1
     tags = deaths[0]["tags"]
     assert tags["reason"] == "crash"
@@ -122,8 +126,9 @@ def test_killed_worker_is_reported_by_the_supervisor(
 
     # The replacement worker finishes the document; nothing else was reported.
     assert daemon.wait_exit() == 0, daemon.tail()
-    row = conn.execute("SELECT status::text AS status FROM documents WHERE id = %s",
-                       (good.document_id,)).fetchone()
+    row = conn.execute(
+        "SELECT status::text AS status FROM documents WHERE id = %s", (good.document_id,)
+    ).fetchone()
     assert row is not None and row["status"] == "complete"
     assert len(sentry_ingest.events()) == 1, [e.get("tags") for e in sentry_ingest.events()]
     _assert_clean(sentry_ingest)

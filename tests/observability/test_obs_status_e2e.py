@@ -37,8 +37,9 @@ def _get(port: int, path: str) -> tuple[int, Any]:
 
 def _db_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     counts = {str(s): 0 for s in Status}
-    for row in conn.execute("SELECT status::text AS status, count(*) AS n FROM documents"
-                            " GROUP BY status"):
+    for row in conn.execute(
+        "SELECT status::text AS status, count(*) AS n FROM documents GROUP BY status"
+    ):
         counts[row["status"]] = row["n"]
     return counts
 
@@ -61,8 +62,11 @@ def test_cli_http_and_database_agree(
     db_url: str,
 ) -> None:
     for i in range(N_DOCS):
-        ingest_bytes(f"# Note {i}\n\nStatus check document number {i}.\n".encode(), f"n{i}.md",
-                     "text/markdown")
+        ingest_bytes(
+            f"# Note {i}\n\nStatus check document number {i}.\n".encode(),
+            f"n{i}.md",
+            "text/markdown",
+        )
     openai_emulator.config.latency = LATENCY
     port = free_port()
     env = {
@@ -82,8 +86,11 @@ def test_cli_http_and_database_agree(
 
     # Mid-run: as soon as one document is complete, freeze the documents table (a SHARE
     # lock blocks the workers' updates, not readers) and take all three views.
-    wait_until(lambda: _db_counts(conn)["complete"] >= 1, "a first complete document",
-               on_timeout=daemon.tail)
+    wait_until(
+        lambda: _db_counts(conn)["complete"] >= 1,
+        "a first complete document",
+        on_timeout=daemon.tail,
+    )
     with psycopg.connect(db_url, row_factory=dict_row) as frozen:
         frozen.execute("LOCK TABLE documents IN SHARE MODE")
         db = _db_counts(frozen)

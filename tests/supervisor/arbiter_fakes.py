@@ -58,8 +58,13 @@ def _exit(code: int) -> NoReturn:
 
 def _claim_one(settings: Settings, owner: str) -> tuple[Any, jobs.Claimed | None]:
     conn = connect(database_url(settings), autocommit=True)
-    claimed = jobs.claim(conn, owner, limit=1, lease_seconds=settings.lease_seconds,
-                         max_attempts=settings.max_attempts)
+    claimed = jobs.claim(
+        conn,
+        owner,
+        limit=1,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts,
+    )
     return conn, (claimed[0] if claimed else None)
 
 
@@ -219,8 +224,13 @@ def pipeline(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
     ch = _channel(fd)
     conn = connect(database_url(settings), autocommit=True)
     while not (flags.graceful or flags.fast):
-        claimed = jobs.claim(conn, owner, limit=1, lease_seconds=settings.lease_seconds,
-                             max_attempts=settings.max_attempts)
+        claimed = jobs.claim(
+            conn,
+            owner,
+            limit=1,
+            lease_seconds=settings.lease_seconds,
+            max_attempts=settings.max_attempts,
+        )
         for c in claimed:
             status = c.status
             ch.document_id = str(c.id)
@@ -229,16 +239,28 @@ def pipeline(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
                 ch.beat(force=True)
                 nxt = SUCCESS_OF[status][0]
                 with conn.transaction():
-                    jobs.transition(conn, c.id, owner, from_status=status, to_status=nxt,
-                                    keep_lease=nxt is not Status.COMPLETE,
-                                    lease_seconds=settings.lease_seconds)
+                    jobs.transition(
+                        conn,
+                        c.id,
+                        owner,
+                        from_status=status,
+                        to_status=nxt,
+                        keep_lease=nxt is not Status.COMPLETE,
+                        lease_seconds=settings.lease_seconds,
+                    )
                     status = nxt
                     if status in ACTIVE_OF:
                         active = ACTIVE_OF[status]
-                        jobs.transition(conn, c.id, owner, from_status=status,
-                                        to_status=active, keep_lease=True,
-                                        lease_seconds=settings.lease_seconds,
-                                        event="stage_started")
+                        jobs.transition(
+                            conn,
+                            c.id,
+                            owner,
+                            from_status=status,
+                            to_status=active,
+                            keep_lease=True,
+                            lease_seconds=settings.lease_seconds,
+                            event="stage_started",
+                        )
                         status = active
             ch.documents_done += 1
             ch.document_id = ch.stage = None

@@ -21,9 +21,15 @@ def main() -> int:
     overrides = spec.get("overrides", {})
     config = spec.get("config")
     settings = load_settings(config, **overrides)
-    arbiter = Arbiter(settings, config_path=config, drain=spec.get("drain", False),
-                      worker_target=target, with_http=http is not None, http_target=http_target,
-                      reload_overrides=overrides)
+    arbiter = Arbiter(
+        settings,
+        config_path=config,
+        drain=spec.get("drain", False),
+        worker_target=target,
+        with_http=http is not None,
+        http_target=http_target,
+        reload_overrides=overrides,
+    )
     return arbiter.run()
 
 

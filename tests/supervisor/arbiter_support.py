@@ -36,8 +36,12 @@ FAST = {
 }
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = TIMEOUT,
-               on_timeout: Callable[[], str] | None = None) -> Any:
+def wait_until(
+    check: Callable[[], Any],
+    what: str,
+    timeout: float = TIMEOUT,
+    on_timeout: Callable[[], str] | None = None,
+) -> Any:
     """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -51,8 +55,9 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = TIMEOUT,
 
 
 class ArbiterRun:
-    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path,
-                 conn: psycopg.Connection[Any]) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], log_path: Path, conn: psycopg.Connection[Any]
+    ) -> None:
         self.proc = proc
         self.log_path = log_path
         self.conn = conn
@@ -86,11 +91,15 @@ class ArbiterRun:
                 found.append(record)
         return found
 
-    def wait_event(self, event: str, count: int = 1, timeout: float = TIMEOUT,
-                   **fields: Any) -> list[dict[str, Any]]:
+    def wait_event(
+        self, event: str, count: int = 1, timeout: float = TIMEOUT, **fields: Any
+    ) -> list[dict[str, Any]]:
         return wait_until(
-            lambda: (found if len(found := self.events(event, **fields)) >= count else None),
-            f"{count} x {event!r} {fields}", timeout, self.log_tail)
+            lambda: found if len(found := self.events(event, **fields)) >= count else None,
+            f"{count} x {event!r} {fields}",
+            timeout,
+            self.log_tail,
+        )
 
     def workers(self) -> list[dict[str, Any]]:
         return self.conn.execute(
@@ -99,10 +108,12 @@ class ArbiterRun:
             (self.supervisor,),
         ).fetchall()
 
-    def wait_workers(self, check: Callable[[list[dict[str, Any]]], bool], what: str,
-                     timeout: float = TIMEOUT) -> list[dict[str, Any]]:
-        return wait_until(lambda: (w if check(w := self.workers()) else None), what, timeout,
-                          self.log_tail)
+    def wait_workers(
+        self, check: Callable[[list[dict[str, Any]]], bool], what: str, timeout: float = TIMEOUT
+    ) -> list[dict[str, Any]]:
+        return wait_until(
+            lambda: w if check(w := self.workers()) else None, what, timeout, self.log_tail
+        )
 
     def send(self, sig: int) -> None:
         os.kill(self.pid, sig)
@@ -112,5 +123,3 @@ class ArbiterRun:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"supervisor still running\n{self.log_tail()}") from None
-
-

@@ -25,18 +25,31 @@ def start_arbiter(
     conn.execute("DELETE FROM worker_status")
     conn.execute("DELETE FROM supervisor_status")
 
-    def start(worker: str, *, drain: bool = False, config: Path | None = None,
-              env: dict[str, str] | None = None, http: str | None = None,
-              **overrides: Any) -> ArbiterRun:
-        spec = {"worker": worker, "http": http, "drain": drain,
-                "config": str(config) if config else None, "overrides": {**FAST, **overrides}}
+    def start(
+        worker: str,
+        *,
+        drain: bool = False,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+        http: str | None = None,
+        **overrides: Any,
+    ) -> ArbiterRun:
+        spec = {
+            "worker": worker,
+            "http": http,
+            "drain": drain,
+            "config": str(config) if config else None,
+            "overrides": {**FAST, **overrides},
+        }
         output = tmp_path / f"arbiter-{len(runs)}.log"
         # With ``log_file`` set, the supervisor's log lines go there, not to its stderr.
         log_path = Path(overrides["log_file"]) if overrides.get("log_file") else output
         with output.open("wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, str(HARNESS), json.dumps(spec)],
-                env={**cli_env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                env={**cli_env, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: teardown can kill it all
             )
         run = ArbiterRun(proc, log_path, conn)

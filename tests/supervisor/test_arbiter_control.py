@@ -24,24 +24,29 @@ Start = Callable[..., ArbiterRun]
 
 
 def leased(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT count(*) AS n FROM documents WHERE lease_owner IS NOT NULL"
-                       ).fetchone()
+    row = conn.execute(
+        "SELECT count(*) AS n FROM documents WHERE lease_owner IS NOT NULL"
+    ).fetchone()
     return int(row["n"]) if row else 0
 
 
 def supervisor_rows(conn: psycopg.Connection[Any], run: ArbiterRun) -> list[dict[str, Any]]:
-    return conn.execute("SELECT state, details FROM supervisor_status WHERE supervisor = %s",
-                        (run.supervisor,)).fetchall()
+    return conn.execute(
+        "SELECT state, details FROM supervisor_status WHERE supervisor = %s", (run.supervisor,)
+    ).fetchall()
 
 
 def test_term_drains_then_exits_0_leaving_no_process_lease_or_row(
-    start_arbiter: Start, conn: psycopg.Connection[Any], ingest_bytes: Callable[..., Any],
+    start_arbiter: Start,
+    conn: psycopg.Connection[Any],
+    ingest_bytes: Callable[..., Any],
     cli_env: dict[str, str],
 ) -> None:
     docs = {ingest_bytes(f"document {i}".encode(), f"{i}.txt").document_id for i in range(2)}
     run = start_arbiter("holder", workers=2)
-    workers = run.wait_workers(lambda ws: {w["document_id"] for w in ws} == docs,
-                               "both workers holding a document")
+    workers = run.wait_workers(
+        lambda ws: {w["document_id"] for w in ws} == docs, "both workers holding a document"
+    )
     procs = [psutil.Process(w["pid"]) for w in workers]
     state = wait_until(lambda: supervisor_rows(conn, run), "the supervisor's status row")[0]
     assert state["state"] == "running" and state["details"]["workers_target"] == 2
@@ -92,7 +97,8 @@ def test_int_stops_fast_and_releases_what_the_workers_held(
     row = conn.execute("SELECT status, attempts FROM documents").fetchone()
     assert row == {"status": "queued", "attempts": 0}
     released = conn.execute(
-        "SELECT message FROM document_events WHERE event = 'released'").fetchall()
+        "SELECT message FROM document_events WHERE event = 'released'"
+    ).fetchall()
     assert released and "stopped (shutdown)" in released[0]["message"]
 
 
@@ -127,7 +133,8 @@ def test_hup_reloads_the_configuration_and_replaces_workers(
 
     workers = run.wait_workers(
         lambda ws: len(ws) == 2 and first["pid"] not in {w["pid"] for w in ws},
-        "two workers, the old one replaced")
+        "two workers, the old one replaced",
+    )
     assert [w["slot"] for w in workers] == [0, 1]
     run.wait_event("reload finished")
     exited = run.events("worker exited")
@@ -178,8 +185,9 @@ def test_drain_mode_exits_0_once_everything_is_terminal(
     run = start_arbiter("pipeline", workers=2, drain=True)
 
     assert run.wait_exit() == 0
-    rows = conn.execute("SELECT status, count(*) AS n FROM documents GROUP BY status"
-                        " ORDER BY status").fetchall()
+    rows = conn.execute(
+        "SELECT status, count(*) AS n FROM documents GROUP BY status ORDER BY status"
+    ).fetchall()
     assert {r["status"]: r["n"] for r in rows} == {"awaiting_parse": 1, "complete": 3}
     assert run.events("drain finished: nothing runnable or in flight")
 
@@ -213,8 +221,7 @@ def test_real_workers_drain_a_document_to_complete(
     run = start_arbiter("real", workers=2, drain=True, heartbeat_timeout_seconds=30.0)
 
     assert run.wait_exit(timeout=120) == 0
-    row = conn.execute("SELECT status, lease_owner FROM documents WHERE id = %s",
-                       (doc,)).fetchone()
+    row = conn.execute("SELECT status, lease_owner FROM documents WHERE id = %s", (doc,)).fetchone()
     assert row == {"status": "complete", "lease_owner": None}
     assert all(e["reason"] == "shutdown" for e in run.events("worker exited"))
 
@@ -255,8 +262,9 @@ def test_systemd_hears_ready_status_watchdog_and_stopping(start_arbiter: Start) 
         raise AssertionError(f"no {prefix} from the supervisor; got {seen}")
 
     try:
-        run = start_arbiter("idle", workers=2, env={"NOTIFY_SOCKET": f"@{name}",
-                                                    "WATCHDOG_USEC": "2000000"})
+        run = start_arbiter(
+            "idle", workers=2, env={"NOTIFY_SOCKET": f"@{name}", "WATCHDOG_USEC": "2000000"}
+        )
         until("READY=1")
         assert until("STATUS=").startswith("STATUS=2/2 workers")
         until("WATCHDOG=1")
@@ -288,9 +296,16 @@ def test_real_http_child_heartbeats_and_stops_cleanly(
     run = start_arbiter("idle", http="real", http_port=0, heartbeat_timeout_seconds=2.0)
     started = run.wait_event("http child started")[0]
     details = wait_until(
-        lambda: next((r["details"] for r in supervisor_rows(conn, run)
-                      if r["details"].get("http_heartbeat_age_seconds") is not None), None),
-        "the http child's heartbeats published")
+        lambda: next(
+            (
+                r["details"]
+                for r in supervisor_rows(conn, run)
+                if r["details"].get("http_heartbeat_age_seconds") is not None
+            ),
+            None,
+        ),
+        "the http child's heartbeats published",
+    )
     assert details["http_pid"] == started["worker_pid"]
     assert details["http_heartbeat_age_seconds"] < 2.0
     assert not run.events("killing http child") and not run.events("http child exited")

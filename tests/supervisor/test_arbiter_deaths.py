@@ -17,7 +17,9 @@ Start = Callable[..., ArbiterRun]
 def document(conn: psycopg.Connection[Any], doc_id: Any) -> dict[str, Any]:
     row = conn.execute(
         "SELECT status, attempts, error_class, error_message, lease_owner FROM documents"
-        " WHERE id = %s", (doc_id,)).fetchone()
+        " WHERE id = %s",
+        (doc_id,),
+    ).fetchone()
     assert row is not None
     return row
 
@@ -25,14 +27,18 @@ def document(conn: psycopg.Connection[Any], doc_id: Any) -> dict[str, Any]:
 def failure_events(conn: psycopg.Connection[Any], doc_id: Any) -> list[dict[str, Any]]:
     return conn.execute(
         "SELECT event, worker, error_class, message, attempt FROM document_events"
-        " WHERE document_id = %s AND error_class IS NOT NULL ORDER BY id", (doc_id,)).fetchall()
+        " WHERE document_id = %s AND error_class IS NOT NULL ORDER BY id",
+        (doc_id,),
+    ).fetchall()
 
 
 def holding(run: ArbiterRun, doc_id: Any, slot: int = 0, not_pid: int = 0) -> dict[str, Any]:
     workers = run.wait_workers(
-        lambda ws: any(w["slot"] == slot and w["document_id"] == doc_id and w["pid"] != not_pid
-                       for w in ws),
-        f"worker {slot} holding {doc_id}")
+        lambda ws: any(
+            w["slot"] == slot and w["document_id"] == doc_id and w["pid"] != not_pid for w in ws
+        ),
+        f"worker {slot} holding {doc_id}",
+    )
     return next(w for w in workers if w["slot"] == slot)
 
 
@@ -87,8 +93,9 @@ def test_stage_past_its_deadline_is_killed_with_reason_deadline(
 ) -> None:
     doc = ingest_bytes(b"a document", "a.txt").document_id
     # "stuck" heartbeats fine but never leaves its stage, and ignores SIGINT.
-    run = start_arbiter("stuck", stage_deadline_seconds=0.5, heartbeat_timeout_seconds=1.0,
-                        lease_seconds=600.0)
+    run = start_arbiter(
+        "stuck", stage_deadline_seconds=0.5, heartbeat_timeout_seconds=1.0, lease_seconds=600.0
+    )
 
     killing = run.wait_event("killing worker", reason="deadline")[0]
     assert killing["signal"] == "SIGINT" and killing["document_id"] == str(doc)
@@ -102,8 +109,9 @@ def test_stage_past_its_deadline_is_killed_with_reason_deadline(
 
 
 def test_soft_memory_ceiling_recycles_the_worker(start_arbiter: Start) -> None:
-    run = start_arbiter("hog", env={"FAKE_ALLOC_MB": "96"}, memory_soft_mb=48,
-                        memory_hard_mb=1024, memory_strikes=3)
+    run = start_arbiter(
+        "hog", env={"FAKE_ALLOC_MB": "96"}, memory_soft_mb=48, memory_hard_mb=1024, memory_strikes=3
+    )
 
     warning = run.wait_event("worker over the soft memory ceiling: recycling after its batch")[0]
     assert warning["strikes"] == 3
@@ -117,8 +125,13 @@ def test_soft_memory_ceiling_recycles_the_worker(start_arbiter: Start) -> None:
 
 
 def test_hard_memory_ceiling_kills_at_once(start_arbiter: Start) -> None:
-    run = start_arbiter("hog", env={"FAKE_ALLOC_MB": "160"}, memory_soft_mb=48,
-                        memory_hard_mb=96, memory_strikes=100)
+    run = start_arbiter(
+        "hog",
+        env={"FAKE_ALLOC_MB": "160"},
+        memory_soft_mb=48,
+        memory_hard_mb=96,
+        memory_strikes=100,
+    )
 
     killing = run.wait_event("killing worker", reason="memory")[0]
     assert killing["signal"] == "SIGKILL"
@@ -134,11 +147,21 @@ def test_document_that_blows_every_worker_up_ends_dead_with_reason_memory(
     start_arbiter: Start, conn: psycopg.Connection[Any], ingest_bytes: Callable[..., Any]
 ) -> None:
     doc = ingest_bytes(b"a poisonous document", "poison.txt").document_id
-    run = start_arbiter("poison", workers=2, env={"FAKE_ALLOC_MB": "160"}, memory_soft_mb=48,
-                        memory_hard_mb=96, max_attempts=3, lease_seconds=600.0)
+    run = start_arbiter(
+        "poison",
+        workers=2,
+        env={"FAKE_ALLOC_MB": "160"},
+        memory_soft_mb=48,
+        memory_hard_mb=96,
+        max_attempts=3,
+        lease_seconds=600.0,
+    )
 
-    wait_until(lambda: document(conn, doc)["status"] == "dead", "the document dead",
-               on_timeout=run.log_tail)
+    wait_until(
+        lambda: document(conn, doc)["status"] == "dead",
+        "the document dead",
+        on_timeout=run.log_tail,
+    )
     row = document(conn, doc)
     assert row["error_class"] == "memory" and row["attempts"] == 3
     assert row["lease_owner"] is None
@@ -151,9 +174,13 @@ def test_document_that_blows_every_worker_up_ends_dead_with_reason_memory(
 
 
 def test_crash_loop_backs_off_exponentially_then_gives_up(start_arbiter: Start) -> None:
-    run = start_arbiter("crash_at_start", restart_backoff_base_seconds=0.05,
-                        restart_backoff_max_seconds=0.2, crash_loop_limit=5,
-                        crash_loop_window_seconds=30.0)
+    run = start_arbiter(
+        "crash_at_start",
+        restart_backoff_base_seconds=0.05,
+        restart_backoff_max_seconds=0.2,
+        crash_loop_limit=5,
+        crash_loop_window_seconds=30.0,
+    )
 
     assert run.wait_exit() == 1
     delays = [e["delay_seconds"] for e in run.events("restart scheduled")]

@@ -34,18 +34,36 @@ def killed(sig: int) -> int:
 def child() -> Iterator[Child]:
     r, w = os.pipe()
     os.close(w)
-    c = Child(kind=Kind.WORKER, slot=1, pid=4242, owner="h:1:1:7", generation=7,
-              reader=ChannelReader(r), started=100.0, started_at=datetime.now(UTC),
-              settings_version=0)
+    c = Child(
+        kind=Kind.WORKER,
+        slot=1,
+        pid=4242,
+        owner="h:1:1:7",
+        generation=7,
+        reader=ChannelReader(r),
+        started=100.0,
+        started_at=datetime.now(UTC),
+        settings_version=0,
+    )
     yield c
     os.close(r)
 
 
 # -- restarts ----------------------------------------------------------------------
 
+
 def test_backoff_doubles_up_to_the_cap() -> None:
     assert [backoff_delay(n, base=0.5, cap=30) for n in range(9)] == [
-        0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+        0.0,
+        0.5,
+        1.0,
+        2.0,
+        4.0,
+        8.0,
+        16.0,
+        30.0,
+        30.0,
+    ]
     assert backoff_delay(10_000, base=0.5, cap=30) == 30.0  # no overflow
 
 
@@ -85,6 +103,7 @@ def test_a_long_life_or_a_planned_exit_resets_the_streak() -> None:
 
 # -- memory --------------------------------------------------------------------------
 
+
 def test_soft_ceiling_needs_consecutive_strikes() -> None:
     limits = MemoryLimits(soft_bytes=100 * MB, hard_bytes=200 * MB, strikes=3)
     watch = MemoryWatch()
@@ -101,6 +120,7 @@ def test_hard_ceiling_acts_on_one_reading() -> None:
 
 
 # -- classifying deaths ----------------------------------------------------------------
+
 
 def test_a_signal_we_did_not_send_is_a_crash_reported_to_sentry(child: Child) -> None:
     death = classify(child, killed(signal.SIGKILL))
@@ -154,14 +174,16 @@ def test_heartbeats_track_document_stage_and_progress(child: Child) -> None:
     assert child.stage_age(106.0) == 5.0  # same doc and stage since 101
     child.on_message({"hb": 3.0, "doc": "d1", "stage": "chunking", "docs": 0}, now=107.0)
     assert child.stage_age(108.0) == 1.0
-    child.on_message({"hb": 4.0, "doc": None, "stage": None, "docs": 3, "event": "stopping"},
-                     now=109.0)
+    child.on_message(
+        {"hb": 4.0, "doc": None, "stage": None, "docs": 3, "event": "stopping"}, now=109.0
+    )
     assert child.stage_age(110.0) is None and child.documents_done == 3
     assert child.stopping_reported and child.heartbeats == 4
     assert child.heartbeat_age(110.0) == 1.0
 
 
 # -- signals ---------------------------------------------------------------------------
+
 
 def test_handlers_only_enqueue_and_ring_the_doorbell() -> None:
     queue = SignalQueue()
@@ -181,11 +203,13 @@ def test_handlers_only_enqueue_and_ring_the_doorbell() -> None:
 
 # -- titles, pid file ------------------------------------------------------------------
 
+
 def test_titles() -> None:
     assert supervisor_title(4) == "ingestd: supervisor [4 workers]"
     assert supervisor_title(1, "draining") == "ingestd: supervisor [1 worker] draining"
     assert worker_title(2, "abc12345-6789", "embedding") == (
-        "ingestd: worker 2 doc=abc12345 stage=embedding")
+        "ingestd: worker 2 doc=abc12345 stage=embedding"
+    )
     assert worker_title(0) == "ingestd: worker 0 idle"
     assert is_supervisor_title(["ingestd: supervisor [4 workers]"])
     assert not is_supervisor_title(["python", "-m", "pytest"])

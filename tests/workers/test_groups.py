@@ -116,22 +116,21 @@ def test_a_bad_member_fails_alone(conn, db_url, make_settings) -> None:
         if name in ("broken.md", "blank.md"):
             assert (doc["status"], doc["error_class"]) == ("failed", "invalid_input"), name
             assert doc["error_message"]
-            assert conn.execute(
-                "SELECT count(*) AS n FROM chunks WHERE document_id = %s", (doc_id,)
-            ).fetchone()["n"] == 0
+            assert (
+                conn.execute(
+                    "SELECT count(*) AS n FROM chunks WHERE document_id = %s", (doc_id,)
+                ).fetchone()["n"]
+                == 0
+            )
         else:
             _whole(conn, doc_id)
 
 
-def test_an_error_no_member_can_be_blamed_for_splits_the_group(
-    conn, db_url, make_settings
-) -> None:
+def test_an_error_no_member_can_be_blamed_for_splits_the_group(conn, db_url, make_settings) -> None:
     ids = _ingest(conn, _texts(5))
     victim = ids["note2.md"]
     # Its bytes vanish: the group's one read of every blob fails, for everyone.
-    conn.execute(
-        "SELECT lo_unlink(blob_oid) FROM documents WHERE id = %s", (victim,)
-    )
+    conn.execute("SELECT lo_unlink(blob_oid) FROM documents WHERE id = %s", (victim,))
     run_worker(make_settings(retry_base_seconds=600), db_url)
     for doc_id in ids.values():
         if doc_id != victim:
@@ -160,8 +159,9 @@ def test_sigkill_mid_group_is_resumed_by_another_worker(
 
     statuses = {
         r["status"]
-        for r in conn.execute("SELECT status::text FROM documents WHERE id = ANY(%s)",
-                              (list(ids.values()),))
+        for r in conn.execute(
+            "SELECT status::text FROM documents WHERE id = ANY(%s)", (list(ids.values()),)
+        )
     }
     assert statuses == {"embedding"}, statuses
     embedded_before = conn.execute("SELECT count(embedding) AS n FROM chunks").fetchone()["n"]
