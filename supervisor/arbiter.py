@@ -355,16 +355,9 @@ class Arbiter:
             from supervisor.http.app import http_main
 
             self._http_target = http_main
-        from shared.tokens import get_encoding
-        from workers.embedding import choose
+        from workers.process import preload
 
-        # The BPE ranks (~38 MB) are loaded once here and shared copy-on-write by
-        # every worker instead of each worker loading its own copy.
-        get_encoding()
-
-        if choose(self.settings) == "openai":
-            # Imported once here and shared copy-on-write, not 1-3 s in every worker.
-            import shared.embedders.openai  # noqa: F401
+        preload(self.settings)
 
     def _spawn_missing(self, now: float) -> None:
         occupied = {(c.kind, c.slot) for c in self.children.values()}
