@@ -6,9 +6,10 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+import pybase64
 import pytest
 
-from shared.embedders.openai import OpenAIEmbedder
+from shared.embedders.openai import OpenAIEmbedder, _decode
 from shared.emulators import OpenAIEmulator, OpenAIFault, embedding_for
 from shared.emulators.openai_api import DEFAULT_API_KEY
 from shared.errors import (
@@ -271,3 +272,32 @@ def test_configuration_errors() -> None:
     with pytest.raises(ConfigError):
         OpenAIEmbedder("sk-x", model="some-future-model")
     assert OpenAIEmbedder("sk-x", model="text-embedding-3-large").dimensions == 3072
+
+
+def _response(vectors: np.ndarray, order: list[int]) -> bytes:
+    data = [
+        {"object": "embedding", "index": i, "embedding": pybase64.b64encode(vectors[i]).decode()}
+        for i in order
+    ]
+    return json.dumps({"data": data, "usage": {"prompt_tokens": 7}}).encode()
+
+
+def test_responses_in_any_order_decode_to_the_same_matrix() -> None:
+    vectors = np.random.default_rng(3).standard_normal((5, 1536)).astype("<f4")
+    in_order, tokens = _decode(_response(vectors, [0, 1, 2, 3, 4]), 5, 1536)
+    shuffled, _ = _decode(_response(vectors, [3, 0, 4, 1, 2]), 5, 1536)
+    np.testing.assert_array_equal(in_order, vectors)
+    np.testing.assert_array_equal(shuffled, vectors)
+    assert tokens == 7
+
+
+def test_a_bad_vector_in_an_ordered_response_is_named() -> None:
+    vectors = np.random.default_rng(4).standard_normal((3, 1536)).astype("<f4")
+    payload = json.loads(_response(vectors, [0, 1, 2]))
+    payload["data"][1]["embedding"] = "!" + payload["data"][1]["embedding"][1:]
+    with pytest.raises(TransientError, match="vector #1 is not valid base64"):
+        _decode(json.dumps(payload).encode(), 3, 1536)
+    payload = json.loads(_response(vectors, [0, 1, 2]))
+    payload["data"][1]["embedding"] = payload["data"][1]["embedding"][:-4]
+    with pytest.raises(TransientError, match="vector #1 has 1535 dimensions"):
+        _decode(json.dumps(payload).encode(), 3, 1536)
