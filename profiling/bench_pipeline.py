@@ -83,7 +83,7 @@ def _worker(settings: Settings, url: str, slot: int) -> None:
         embedder_factory=lambda: embedder,
     )
     w.run(until_idle=True)
-    close_runner()
+    close_runner(embedder)
     w.close()
 
 

@@ -413,7 +413,7 @@ class Pipeline:
         return status
 
     def close(self) -> None:
-        close_runner()
+        close_runner(self.embedder)
         self.conn.close()
 
 
@@ -459,7 +459,7 @@ def measure_worker_inprocess(env: Environment, doc: Input) -> Peak:
                 "worker", lambda: worker.run(until_idle=True), _capture("worker", doc, sweep=False)
             )
         finally:
-            close_runner()
+            close_runner(embedder)
             worker.close()
         _require_complete(conn, doc_id)
     env.drop(url)
@@ -552,7 +552,7 @@ def _worker_child() -> None:
     )
     ready_uss = psutil.Process().memory_full_info().uss
     worker.run(until_idle=True)
-    close_runner()
+    close_runner(embedder)
     worker.close()
     peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(

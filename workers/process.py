@@ -126,7 +126,7 @@ def _main(settings: Settings, slot: int, owner: str, channel_fd: int | None) -> 
     finally:
         from workers.stages.embed import close_runner
 
-        close_runner()
+        close_runner(embedder)
         worker.close()
         metrics.close()
 

@@ -57,9 +57,13 @@ def worker_runner() -> asyncio.Runner:
     return _RUNNER
 
 
-def close_runner() -> None:
+def close_runner(embedder: Any = None) -> None:
+    """Close the embedder's HTTP client on the loop it was used on, then the loop."""
     global _RUNNER
     if _RUNNER is not None:
+        aclose = getattr(embedder, "aclose", None)
+        if aclose is not None:
+            _RUNNER.run(aclose())
         _RUNNER.close()
         _RUNNER = None
 
