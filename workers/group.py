@@ -5,13 +5,21 @@ PostgreSQL and one small embedding request; for an 8 KB document that is most
 of its cost. A group takes the documents of one multi-document claim (all
 freshly claimed, parsed locally, each within the claim's byte budget) through
 the same stages with the same commits at the same boundaries — only once for
-all of them: one blob read, one COPY of segments, one COPY of chunks, embedding
-requests that pack chunks of several documents, one status change (and its
-event rows) per stage for the whole group.
+all of them: one blob read, one COPY of segments, embedding requests that pack
+chunks of several documents, one status change (and its event rows) per stage
+for the whole group.
 
-Nothing about recovery changes: each stage's data commits together with every
-member's status change, so a crash leaves each document in the resting status
-of its last committed stage, from which any worker resumes it alone.
+Chunk rows are written once, each with its vector, by one COPY per embedding
+batch: no row written bare and updated later (chunks.copy_embedded_many). The
+chunk stage records each member's chunk count, tokens and chunker settings.
+
+Recovery: each stage's data commits together with every member's status change,
+so a crash leaves each document in the resting status of its last committed
+stage, from which any worker resumes it alone. A member resumed in the embed
+stage first restores the chunk rows not written yet by chunking its parsed
+segments again with the recorded settings (the chunker is deterministic), so
+the batches already written stay written and only the missing chunks are sent
+to the API.
 
 Errors stay with the document they belong to. Bad input found while parsing or
 chunking fails that member only. An error of the shared embedding stream (the
@@ -269,13 +277,10 @@ class Group:
             return
         self.checkpoint()
         with conn.transaction():
-            chunks.delete_unembedded(conn, self.ids, chunker.NAME, chunker.VERSION)
-            chunks.copy_chunks_many(
-                conn,
-                chunker.NAME,
-                chunker.VERSION,
-                ((m.id, c) for m in self.members for c in m.chunks),
-            )
+            # The rows are written in the embed stage, each with its vector (one write
+            # per row instead of two); a member resumed alone before that restores them
+            # from its parsed segments (workers/stages/chunk.py: restore).
+            chunks.delete_for_chunking(conn, self.ids, chunker.NAME, chunker.VERSION)
             self._advance_recorded(Status.CHUNKED)
 
     def _per_member(self, work: Callable[[Member], None]) -> bool:
@@ -311,14 +316,18 @@ class Group:
                 for c in m.chunks:
                     yield BatchItem((m.id, c.ordinal), c.text, c.token_count)
 
+        def row(key: tuple[UUID, int]) -> tuple[UUID, ChunkRow]:
+            doc_id, ordinal = key
+            return doc_id, by_id[doc_id].chunks[ordinal]
+
         def store(batch: list[BatchItem], vectors: np.ndarray) -> int:
             tokens: dict[UUID, int] = {}
             for b in batch:
                 tokens[b.key[0]] = tokens.get(b.key[0], 0) + b.token_count
             price = {i: cost_usd(model, t) for i, t in tokens.items()}
             with w.conn.transaction():
-                written = chunks.write_vectors_many(
-                    w.conn, name, version, model, [b.key for b in batch], vectors
+                written = chunks.copy_embedded_many(
+                    w.conn, name, version, model, [row(b.key) for b in batch], vectors
                 )
                 chunks.record_embedded(
                     w.conn,

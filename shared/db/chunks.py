@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -25,17 +26,40 @@ class ChunkRow:
     heading: str | None = None
 
 
-def delete_unembedded(
+def delete_for_chunking(
     conn: psycopg.Connection[Any], doc_id: UUID | Sequence[UUID], chunker: str, version: int
 ) -> int:
-    """Remove what an interrupted chunk attempt left; embedded rows are kept."""
+    """Remove what an earlier attempt at chunking this text left, vectors included.
+
+    The chunk stage only runs from ``parsed``: rows found then come from an
+    interrupted attempt, or from a life before an operator's retry, whose text and
+    chunker settings need not match today's.
+    """
     ids = [doc_id] if isinstance(doc_id, UUID) else list(doc_id)
     cur = conn.execute(
-        "DELETE FROM chunks WHERE document_id = ANY(%s) AND chunker = %s"
-        " AND chunker_version = %s AND embedding IS NULL",
+        "DELETE FROM chunks WHERE document_id = ANY(%s) AND chunker = %s AND chunker_version = %s",
         (ids, chunker, version),
     )
     return cur.rowcount
+
+
+def ordinals(conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int) -> set[int]:
+    rows = conn.execute(
+        "SELECT ordinal FROM chunks WHERE document_id = %s AND chunker = %s"
+        " AND chunker_version = %s",
+        (doc_id, chunker, version),
+    ).fetchall()
+    return {r["ordinal"] for r in rows}
+
+
+def count_rows(conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int) -> int:
+    row = conn.execute(
+        "SELECT count(*) AS n FROM chunks WHERE document_id = %s AND chunker = %s"
+        " AND chunker_version = %s",
+        (doc_id, chunker, version),
+    ).fetchone()
+    assert row is not None
+    return int(row["n"])
 
 
 def copy_chunks(
@@ -65,6 +89,49 @@ def copy_chunks_many(
             copy.write_row((doc_id, chunker, version, r.ordinal, r.text, r.token_count, r.heading))
             n += 1
     return n
+
+
+def copy_embedded_many(
+    conn: psycopg.Connection[Any],
+    chunker: str,
+    version: int,
+    model: str,
+    rows: Iterable[tuple[UUID, ChunkRow]],
+    vectors: np.ndarray,
+) -> dict[UUID, int]:
+    """Binary COPY of new chunk rows together with their vectors; rows per document.
+
+    One write per row instead of a row COPY and a vector UPDATE later: no second
+    heap tuple, no dead one, no temp table (~40% less PostgreSQL CPU per chunk,
+    profiling/README.md). A row that exists already makes the COPY fail, so call it
+    only for rows known to be new, in a transaction.
+    """
+    now = datetime.now(UTC)
+    written: dict[UUID, int] = {}
+    with conn.cursor().copy(
+        "COPY chunks (document_id, chunker, chunker_version, ordinal, text, token_count,"
+        " heading, embedding, embedding_model, embedded_at) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(
+            ["uuid", "text", "int4", "int4", "text", "int4", "text", "bytea", "text", "timestamptz"]
+        )
+        for (doc_id, r), vec in zip(rows, vectors, strict=True):
+            copy.write_row(
+                (
+                    doc_id,
+                    chunker,
+                    version,
+                    r.ordinal,
+                    r.text,
+                    r.token_count,
+                    r.heading,
+                    _vector_binary(vec),
+                    model,
+                    now,
+                )
+            )
+            written[doc_id] = written.get(doc_id, 0) + 1
+    return written
 
 
 def iter_unembedded(

@@ -4,7 +4,9 @@ and a crash mid-group resumed by anyone."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from typing import Any
 
 from shared.db.connect import connect
@@ -165,8 +167,10 @@ def test_sigkill_mid_group_is_resumed_by_another_worker(
     }
     assert statuses == {"embedding"}, statuses
     embedded_before = conn.execute("SELECT count(embedding) AS n FROM chunks").fetchone()["n"]
-    total = conn.execute("SELECT count(*) AS n FROM chunks").fetchone()["n"]
+    total = conn.execute("SELECT sum(chunks_total) AS n FROM documents").fetchone()["n"]
     assert 0 < embedded_before < total
+    # A group writes each chunk row together with its vector: nothing bare is left.
+    assert conn.execute("SELECT count(*) AS n FROM chunks").fetchone()["n"] == embedded_before
 
     released = release_victim(conn)
     assert sorted(d for d, _ in released) == sorted(ids.values())
@@ -186,13 +190,9 @@ def test_sigkill_mid_group_is_resumed_by_another_worker(
         assert attempts == 1  # the crash was counted, once
 
 
-def test_a_split_in_a_later_stage_resumes_each_member_where_the_database_says(
-    conn, db_url, make_settings
-) -> None:
-    ids = _ingest(conn, _texts(4))
-    victim = ids["note1.md"]
-    # The database refuses the victim's chunks: the group's one COPY of chunks fails
-    # after parsing was committed for everyone.
+@contextlib.contextmanager
+def refusing_chunks_of(conn: Any, victim: Any) -> Iterator[None]:
+    """The database refuses the victim's chunk rows while this lasts."""
     conn.execute(
         "CREATE FUNCTION refuse_victim() RETURNS trigger LANGUAGE plpgsql AS $$"
         f" BEGIN IF NEW.document_id = '{victim}' THEN RAISE EXCEPTION 'refused by test';"
@@ -203,15 +203,58 @@ def test_a_split_in_a_later_stage_resumes_each_member_where_the_database_says(
         " FOR EACH ROW EXECUTE FUNCTION refuse_victim()"
     )
     try:
-        run_worker(make_settings(retry_base_seconds=600), db_url)
+        yield
     finally:
         conn.execute("DROP TRIGGER refuse_victim ON chunks")
         conn.execute("DROP FUNCTION refuse_victim()")
+
+
+def test_a_split_in_a_later_stage_resumes_each_member_where_the_database_says(
+    conn, db_url, make_settings
+) -> None:
+    ids = _ingest(conn, _texts(4))
+    victim = ids["note1.md"]
+    # The group's COPY of chunk rows with their vectors fails after parsing and
+    # chunking were committed for everyone.
+    with refusing_chunks_of(conn, victim):
+        run_worker(make_settings(retry_base_seconds=600), db_url)
     for doc_id in ids.values():
         if doc_id != victim:
             _whole(conn, doc_id)
     doc = conn.execute("SELECT * FROM documents WHERE id = %s", (victim,)).fetchone()
-    # Parsed work was kept; only the chunk stage is retried, for the victim alone.
-    assert (doc["status"], doc["error_class"], doc["attempts"]) == ("parsed", "internal", 1)
+    # Parsing and chunking were kept; only the embed stage is retried, for the victim
+    # alone, which will restore its chunk rows from its segments first.
+    assert (doc["status"], doc["error_class"], doc["attempts"]) == ("chunked", "internal", 1)
     assert "refused by test" in doc["error_message"]
-    assert doc["parsed_segments"] > 0
+    assert doc["parsed_segments"] > 0 and doc["chunks_total"] > 0
+    assert doc["chunker_settings"] == {
+        "target_tokens": 512,
+        "overlap_tokens": 64,
+        "max_tokens": 8191,
+    }
+    n = conn.execute("SELECT count(*) AS n FROM chunks WHERE document_id = %s", (victim,))
+    assert n.fetchone()["n"] == 0
+    # With the database willing again, the retry restores the rows and completes it.
+    conn.execute("UPDATE documents SET run_after = now() WHERE id = %s", (victim,))
+    run_worker(make_settings(retry_base_seconds=600), db_url)
+    _whole(conn, victim)
+
+
+def test_chunks_that_do_not_come_back_identical_are_not_guessed(
+    conn, db_url, make_settings
+) -> None:
+    ids = _ingest(conn, _texts(3))
+    victim = ids["note1.md"]
+    with refusing_chunks_of(conn, victim):
+        run_worker(make_settings(retry_base_seconds=600), db_url)
+    # What was recorded no longer matches what the segments chunk to.
+    conn.execute(
+        "UPDATE documents SET tokens_total = tokens_total + 1, run_after = now() WHERE id = %s",
+        (victim,),
+    )
+    run_worker(make_settings(retry_base_seconds=600), db_url)
+    doc = conn.execute("SELECT * FROM documents WHERE id = %s", (victim,)).fetchone()
+    assert (doc["status"], doc["error_class"], doc["attempts"]) == ("chunked", "internal", 2)
+    assert "re-chunking gave" in doc["error_message"]
+    n = conn.execute("SELECT count(*) AS n FROM chunks WHERE document_id = %s", (victim,))
+    assert n.fetchone()["n"] == 0

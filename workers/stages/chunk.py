@@ -1,8 +1,11 @@
 """Chunk: parsed segments → token-aware chunks in the public ``chunks`` table.
 
 Streamed: segments are read a page at a time, chunks are written by COPY in
-groups as they are produced. The chunker is deterministic in the text alone,
-so a retried attempt rewrites exactly the same chunk identities.
+groups as they are produced. The chunker is deterministic in the text and its
+settings, which are recorded on the document, so a retried attempt rewrites
+exactly the same chunk identities, and ``restore`` can bring back chunks that a
+group of small documents had not written yet (workers/group.py writes their rows
+only together with their vectors).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 from shared.chunking import Chunker
 from shared.db import chunks, segments
 from shared.db.chunks import ChunkRow
-from shared.errors import InvalidInput
+from shared.errors import IngestError, InvalidInput
 from shared.settings import Settings
 from shared.states import Status
 from workers.context import StageContext
@@ -32,8 +35,8 @@ def make_chunker(s: Settings, max_input_tokens: int | None = None) -> Chunker:
 
 def run(ctx: StageContext) -> Status:
     chunker = make_chunker(ctx.settings, input_limit(ctx.settings))
-    # What an interrupted attempt left (one statement, so its own transaction).
-    chunks.delete_unembedded(ctx.conn, ctx.doc_id, chunker.NAME, chunker.VERSION)
+    # What an earlier attempt left (one statement, so its own transaction).
+    chunks.delete_for_chunking(ctx.conn, ctx.doc_id, chunker.NAME, chunker.VERSION)
     produced = rows(chunker, segments.read(ctx.conn, ctx.doc_id))
     total = tokens = 0
     while True:
@@ -66,8 +69,59 @@ def chunked(chunker: Chunker, total: int, tokens: int) -> tuple[dict[str, Any], 
     fields = {
         "chunker": chunker.NAME,
         "chunker_version": chunker.VERSION,
+        "chunker_settings": settings_of(chunker),
         "chunks_total": total,
         "tokens_total": tokens,
         "chunks_embedded": 0,
     }
     return fields, {"chunks": total, "tokens": tokens}
+
+
+def settings_of(chunker: Chunker) -> dict[str, int]:
+    return {
+        "target_tokens": chunker.target_tokens,
+        "overlap_tokens": chunker.overlap_tokens,
+        "max_tokens": chunker.max_tokens,
+    }
+
+
+def restore(ctx: StageContext) -> int:
+    """Write the rows of the document's chunks that are missing from ``chunks``, by
+    chunking its parsed segments again with the recorded settings; returns how many.
+
+    Only a document that travelled in a group can miss rows here (a crash or a split
+    before all its vectors were written). Anything that does not re-chunk to exactly
+    what was recorded is an error: nothing is guessed.
+    """
+    doc = ctx.doc
+    name, version = doc["chunker"], doc["chunker_version"]
+    expected = doc["chunks_total"]
+    if chunks.count_rows(ctx.conn, ctx.doc_id, name, version) >= expected:
+        return 0
+    recorded = doc["chunker_settings"]
+    if name != Chunker.NAME or version != Chunker.VERSION or not recorded:
+        raise IngestError(
+            f"{expected} chunks were recorded but some rows are missing, and they cannot be"
+            f" re-chunked identically (chunker {name} v{version}, settings {recorded});"
+            " re-queue the document with `ingestd retry`"
+        )
+    chunker = Chunker(**recorded)
+    present = chunks.ordinals(ctx.conn, ctx.doc_id, name, version)
+    total = tokens = written = 0
+    missing: list[ChunkRow] = []
+    for row in rows(chunker, segments.read(ctx.conn, ctx.doc_id)):
+        total += 1
+        tokens += row.token_count
+        if row.ordinal not in present:
+            missing.append(row)
+    if (total, tokens) != (expected, doc["tokens_total"]):
+        raise IngestError(
+            f"re-chunking gave {total} chunks and {tokens} tokens where {expected} and"
+            f" {doc['tokens_total']} were recorded; re-queue the document with `ingestd retry`"
+        )
+    with ctx.conn.transaction():
+        for start in range(0, len(missing), GROUP):
+            written += chunks.copy_chunks(
+                ctx.conn, ctx.doc_id, name, version, missing[start : start + GROUP]
+            )
+    return written

@@ -1,6 +1,7 @@
 """Embed: chunks without a vector → token-budgeted micro-batches → vectors in pgvector.
 
-The document's unembedded chunks are streamed (keyset pages), packed into
+Rows a group of small documents had not written yet are restored first
+(``chunk.restore``). The document's unembedded chunks are streamed (keyset pages), packed into
 batches that respect every API limit (shared/batching.py), and sent with a
 bounded number of requests in flight. Each batch's vectors are written as soon
 as it returns, with the progress counters, in one transaction: a crash after
@@ -23,8 +24,12 @@ from shared.errors import IngestError
 from shared.settings import Settings
 from shared.states import Status
 from shared.telemetry import context
+from shared.telemetry.logs import get_logger
 from shared.telemetry.metrics import Metrics, metric_segment
 from workers.context import StageContext
+from workers.stages import chunk as chunk_stage
+
+log = get_logger("ingestd.worker.embed")
 
 
 def limits_for(s: Settings, embedder: Any) -> BatchLimits:
@@ -38,6 +43,9 @@ def limits_for(s: Settings, embedder: Any) -> BatchLimits:
 def run(ctx: StageContext) -> Status:
     assert ctx.embedder_factory is not None, "the worker provides an embedder"
     embedder = ctx.embedder_factory()
+    restored = chunk_stage.restore(ctx)
+    if restored:
+        log.info("missing chunk rows restored", chunks=restored)
     runner = worker_runner()
     written = runner.run(_embed_all(ctx, embedder))
     with ctx.conn.transaction():
