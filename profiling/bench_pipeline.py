@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--chunk-tokens", type=int, default=96)
     ap.add_argument("--overlap-tokens", type=int, default=8)
     ap.add_argument("--concurrency", type=int, default=2)
-    ap.add_argument("--claim-batch", type=int, default=32)
+    ap.add_argument("--claim-batch", type=int, default=64)
     ap.add_argument("--skip-index", action="store_true", help="don't time the HNSW build")
     ap.add_argument("--database-url")
     ap.add_argument("--json", type=Path)

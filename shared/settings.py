@@ -93,7 +93,7 @@ class Settings(BaseModel):
     # A claim takes up to ``claim_batch`` documents while their summed size stays
     # within ``claim_max_bytes`` (the first is always taken); small fresh documents
     # claimed together run through the stages as one group (workers/group.py).
-    claim_batch: int = Field(32, ge=1, le=1000)
+    claim_batch: int = Field(64, ge=1, le=1000)
     claim_max_bytes: int = Field(1 << 20, ge=0)
     lease_seconds: float = Field(60.0, gt=0)
     max_attempts: int = Field(5, ge=1)
