@@ -189,7 +189,8 @@ def write_vectors_many(
 ) -> dict[UUID, int]:
     """Set the vectors of chunks, keyed (document, ordinal), that have none yet.
 
-    Binary COPY into a temporary table, then one UPDATE: the fastest way in, and
+    Binary COPY into a temporary table, then one UPDATE: the fastest way to set vectors
+    on rows that exist (new rows go in with theirs: ``copy_embedded_many``), and
     ``embedding IS NULL`` makes a replayed batch write nothing. Returns rows
     written per document. Call in a transaction.
     """
