@@ -104,7 +104,9 @@ class Settings(BaseModel):
 
     heartbeat_timeout_seconds: float = Field(30.0, gt=0)
     drain_timeout_seconds: float = Field(60.0, gt=0)
-    memory_soft_mb: int = Field(768, ge=16)
+    # A worker with the local model (torch + MiniLM) settles at ~760-800 MB USS; one
+    # with the OpenAI embedder at ~90-170 MB.
+    memory_soft_mb: int = Field(1024, ge=16)
     memory_hard_mb: int = Field(1536, ge=16)
     memory_strikes: int = Field(3, ge=1)
     memory_check_seconds: float = Field(1.0, gt=0)
