@@ -25,6 +25,7 @@ joins between them add nothing (or what they add), and only then encoded again.
 from __future__ import annotations
 
 import codecs
+import functools
 import itertools
 import re
 from collections import deque
@@ -89,24 +90,16 @@ class _Tokenizer:
 
     def __init__(self) -> None:
         self._enc = get_encoding()
+        # For the few distinct short strings counted over and over (line breaks,
+        # heading trails).
+        self.count_cached = functools.lru_cache(maxsize=1024)(self.count)
         self.joins = JoinCounter(self.count)
-        self._small: dict[str, int] = {}
 
     def encode(self, text: str) -> list[int]:
         return self._enc.encode_ordinary(text)
 
     def count(self, text: str) -> int:
         return len(self._enc.encode_ordinary(text))
-
-    def count_cached(self, text: str) -> int:
-        """For the few distinct short strings counted over and over (line breaks,
-        heading trails)."""
-        n = self._small.get(text)
-        if n is None:
-            if len(self._small) >= 1024:
-                self._small.clear()
-            n = self._small[text] = self.count(text)
-        return n
 
     def count_joined(self, atoms: list[_Atom], prefix: str | None) -> int | None:
         """Tokens of the chunk text made of ``atoms`` (and the trail line ``prefix``),

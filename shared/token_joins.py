@@ -37,6 +37,7 @@ checks every case against tiktoken on generated text.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Callable
 
@@ -65,11 +66,9 @@ def kind(ch: str) -> int:
 class JoinCounter:
     """``extra(a, b)``: tokens of ``a + b`` beyond those of ``a`` and ``b``, or None."""
 
-    _CACHE_LIMIT = 4096
-
     def __init__(self, count: Callable[[str], int]) -> None:
         self._count = count
-        self._merges: dict[tuple[str, str], int] = {}
+        self._merge = functools.lru_cache(maxsize=4096)(self._merge_cost)
 
     def extra(self, a: str, b: str) -> int | None:
         left, right = kind(a[-1]), kind(b[0])
@@ -83,16 +82,9 @@ class JoinCounter:
         piece = _last_punctuation_piece(a)
         return None if piece is None else self._merge(piece, b[:breaks])
 
-    def _merge(self, piece: str, breaks: str) -> int:
-        key = (piece, breaks)
-        cost = self._merges.get(key)
-        if cost is None:
-            count = self._count
-            cost = count(piece + breaks) - count(piece) - count(breaks)
-            if len(self._merges) >= self._CACHE_LIMIT:
-                self._merges.clear()
-            self._merges[key] = cost
-        return cost
+    def _merge_cost(self, piece: str, breaks: str) -> int:
+        count = self._count
+        return count(piece + breaks) - count(piece) - count(breaks)
 
 
 def _last_punctuation_piece(text: str) -> str | None:

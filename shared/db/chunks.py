@@ -52,16 +52,6 @@ def ordinals(conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version:
     return {r["ordinal"] for r in rows}
 
 
-def count_rows(conn: psycopg.Connection[Any], doc_id: UUID, chunker: str, version: int) -> int:
-    row = conn.execute(
-        "SELECT count(*) AS n FROM chunks WHERE document_id = %s AND chunker = %s"
-        " AND chunker_version = %s",
-        (doc_id, chunker, version),
-    ).fetchone()
-    assert row is not None
-    return int(row["n"])
-
-
 def copy_chunks(
     conn: psycopg.Connection[Any],
     doc_id: UUID,
@@ -72,6 +62,15 @@ def copy_chunks(
     return copy_chunks_many(conn, chunker, version, ((doc_id, r) for r in rows))
 
 
+# A chunk row's own columns, as both COPYs below write them.
+_ROW_COLUMNS = "document_id, chunker, chunker_version, ordinal, text, token_count, heading"
+_ROW_TYPES = ["uuid", "text", "int4", "int4", "text", "int4", "text"]
+
+
+def _row(doc_id: UUID, chunker: str, version: int, r: ChunkRow) -> tuple[Any, ...]:
+    return (doc_id, chunker, version, r.ordinal, r.text, r.token_count, r.heading)
+
+
 def copy_chunks_many(
     conn: psycopg.Connection[Any],
     chunker: str,
@@ -80,13 +79,10 @@ def copy_chunks_many(
 ) -> int:
     """Binary COPY of chunk rows (without vectors), any number of documents at once."""
     n = 0
-    with conn.cursor().copy(
-        "COPY chunks (document_id, chunker, chunker_version, ordinal, text, token_count, heading)"
-        " FROM STDIN (FORMAT BINARY)"
-    ) as copy:
-        copy.set_types(["uuid", "text", "int4", "int4", "text", "int4", "text"])
+    with conn.cursor().copy(f"COPY chunks ({_ROW_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_ROW_TYPES)
         for doc_id, r in rows:
-            copy.write_row((doc_id, chunker, version, r.ordinal, r.text, r.token_count, r.heading))
+            copy.write_row(_row(doc_id, chunker, version, r))
             n += 1
     return n
 
@@ -109,27 +105,12 @@ def copy_embedded_many(
     now = datetime.now(UTC)
     written: dict[UUID, int] = {}
     with conn.cursor().copy(
-        "COPY chunks (document_id, chunker, chunker_version, ordinal, text, token_count,"
-        " heading, embedding, embedding_model, embedded_at) FROM STDIN (FORMAT BINARY)"
+        f"COPY chunks ({_ROW_COLUMNS}, embedding, embedding_model, embedded_at)"
+        " FROM STDIN (FORMAT BINARY)"
     ) as copy:
-        copy.set_types(
-            ["uuid", "text", "int4", "int4", "text", "int4", "text", "bytea", "text", "timestamptz"]
-        )
+        copy.set_types([*_ROW_TYPES, "bytea", "text", "timestamptz"])
         for (doc_id, r), vec in zip(rows, vectors, strict=True):
-            copy.write_row(
-                (
-                    doc_id,
-                    chunker,
-                    version,
-                    r.ordinal,
-                    r.text,
-                    r.token_count,
-                    r.heading,
-                    _vector_binary(vec),
-                    model,
-                    now,
-                )
-            )
+            copy.write_row((*_row(doc_id, chunker, version, r), _vector_binary(vec), model, now))
             written[doc_id] = written.get(doc_id, 0) + 1
     return written
 

@@ -96,7 +96,7 @@ def restore(ctx: StageContext) -> int:
     doc = ctx.doc
     name, version = doc["chunker"], doc["chunker_version"]
     expected = doc["chunks_total"]
-    if chunks.count_rows(ctx.conn, ctx.doc_id, name, version) >= expected:
+    if chunks.embedding_counts(ctx.conn, ctx.doc_id, name, version)[0] >= expected:
         return 0
     recorded = doc["chunker_settings"]
     if name != Chunker.NAME or version != Chunker.VERSION or not recorded:
@@ -107,7 +107,7 @@ def restore(ctx: StageContext) -> int:
         )
     chunker = Chunker(**recorded)
     present = chunks.ordinals(ctx.conn, ctx.doc_id, name, version)
-    total = tokens = written = 0
+    total = tokens = 0
     missing: list[ChunkRow] = []
     for row in rows(chunker, segments.read(ctx.conn, ctx.doc_id)):
         total += 1
@@ -120,8 +120,4 @@ def restore(ctx: StageContext) -> int:
             f" {doc['tokens_total']} were recorded; re-queue the document with `ingestd retry`"
         )
     with ctx.conn.transaction():
-        for start in range(0, len(missing), GROUP):
-            written += chunks.copy_chunks(
-                ctx.conn, ctx.doc_id, name, version, missing[start : start + GROUP]
-            )
-    return written
+        return chunks.copy_chunks(ctx.conn, ctx.doc_id, name, version, missing)
