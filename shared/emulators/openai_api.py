@@ -63,6 +63,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
+import pybase64
 from aiohttp import web
 
 from shared.emulators._base import (
@@ -668,22 +669,44 @@ class OpenAIEmulator(HTTPEmulator):
             f'],"model":"{parsed.model}","usage":{{"prompt_tokens":{parsed.usage_tokens},'
             f'"total_tokens":{parsed.usage_tokens}}}}}'
         ).encode()
-        head = b'{"object":"list","data":['
+        # Joined once from zero-copy slices: each vector's bytes are copied once.
+        parts: list[bytes | memoryview] = [b'{"object":"list","data":[']
         if parsed.base64:
-            items = b",".join(
-                b'{"object":"embedding","index":%d,"embedding":"%s"}'
-                % (i, base64.b64encode(row.tobytes()))
-                for i, row in enumerate(vectors.astype("<f4", copy=False))
-            )
+            for i, encoded in enumerate(_base64_rows(vectors)):
+                parts += (
+                    b'%s{"object":"embedding","index":%d,"embedding":"' % (b"," if i else b"", i),
+                    encoded,
+                    b'"}',
+                )
         else:
-            items = b",".join(
-                b'{"object":"embedding","index":%d,"embedding":%s}' % (i, _json_floats(row))
-                for i, row in enumerate(vectors.tolist())
+            parts.append(
+                b",".join(
+                    b'{"object":"embedding","index":%d,"embedding":%s}' % (i, _json_floats(row))
+                    for i, row in enumerate(vectors.tolist())
+                )
             )
-        body = head + items + tail
+        parts.append(tail)
+        body = b"".join(parts)
         if fault is OpenAIFault.INVALID_JSON:
             return body[: max(1, len(body) // 2)]
         return body
+
+
+def _base64_rows(vectors: np.ndarray) -> list[bytes] | list[memoryview]:
+    """Each row as base64 of its little-endian float32 bytes.
+
+    Rows whose byte length is a multiple of 3 (any dimension divisible by 3, as
+    1536 and 3072 are) encode without padding, so one SIMD encode of the whole
+    matrix, cut at row boundaries, gives exactly the per-row encodings at a
+    fraction of the per-row cost: the emulator shares the benchmark's cores with
+    the worker it serves."""
+    data = np.ascontiguousarray(vectors, dtype="<f4")
+    row_bytes = data.shape[1] * 4 if data.ndim == 2 else 0
+    if not row_bytes or row_bytes % 3:
+        return [base64.b64encode(row.tobytes()) for row in data]
+    encoded = memoryview(pybase64.b64encode(data))
+    step = row_bytes // 3 * 4
+    return [encoded[i : i + step] for i in range(0, len(encoded), step)]
 
 
 @functools.cache
