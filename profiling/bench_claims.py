@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import psycopg
 
 from profiling.bench_pipeline import fresh_database
+from profiling.scratch import scratch_dir
 from shared.db import jobs
 from shared.db.connect import connect
 from shared.db.embedded import embedded_url
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--database-url", help="server to use (default: embedded, in a temp dir)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    admin = args.database_url or embedded_url(Path(tempfile.mkdtemp(prefix="ingestd-bench-")))
+    admin = args.database_url or embedded_url(scratch_dir("ingestd-bench-"))
     url = fresh_database(admin)
     rows = []
     print(f"{'consumers':>9} {'batch':>5} {'docs':>7} {'seconds':>8} {'claims/s':>9}")

@@ -17,7 +17,6 @@ import multiprocessing as mp
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -28,6 +27,7 @@ import psutil
 import psycopg
 
 from profiling import generators
+from profiling.scratch import scratch_dir
 from shared.db.connect import connect
 from shared.db.embedded import embedded_url
 from shared.db.migrate import migrate
@@ -122,13 +122,13 @@ def _vm_hwm(pid: int) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    admin = args.database_url or embedded_url(Path(tempfile.mkdtemp(prefix="ingestd-bench-")))
+    admin = args.database_url or embedded_url(scratch_dir("ingestd-bench-"))
     url = fresh_database(admin)
     emulator, api_url = start_emulator()
     try:
         settings = load_settings(
             environ={
-                "INGESTD_HOME": tempfile.mkdtemp(prefix="ingestd-bench-home-"),
+                "INGESTD_HOME": str(scratch_dir("ingestd-bench-home-")),
                 "INGESTD_DATABASE_URL": url,
                 "INGESTD_EMBEDDER": "openai",
                 "OPENAI_API_KEY": DEFAULT_API_KEY,
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "INGESTD_INDEX_MIN_ROWS": str(10**9),
             }
         )
-        docs_dir = Path(tempfile.mkdtemp(prefix="ingestd-bench-docs-"))
+        docs_dir = scratch_dir("ingestd-bench-docs-")
         conn = connect(url, autocommit=True)
         t0 = time.perf_counter()
         for i in range(args.docs):

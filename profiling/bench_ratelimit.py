@@ -15,13 +15,13 @@ import json
 import multiprocessing as mp
 import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from profiling import generators
 from profiling.bench_pipeline import fresh_database
+from profiling.scratch import scratch_dir
 from shared.db.connect import connect
 from shared.db.embedded import embedded_url
 from shared.emulators.openai_api import DEFAULT_API_KEY, OpenAIEmulator, OpenAIEmulatorConfig
@@ -48,10 +48,10 @@ def _worker(settings: Settings, url: str, slot: int) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    admin = args.database_url or embedded_url(Path(tempfile.mkdtemp(prefix="ingestd-rl-")))
+    admin = args.database_url or embedded_url(scratch_dir("ingestd-rl-"))
     url = fresh_database(admin)
     conn = connect(url, autocommit=True)
-    docs_dir = Path(tempfile.mkdtemp(prefix="ingestd-rl-docs-"))
+    docs_dir = scratch_dir("ingestd-rl-docs-")
     # Enough work to outlast the run at the budget's pace.
     per_doc = args.size // 4
     n_docs = int(args.tpm / 60 * args.seconds / per_doc * 1.5) + 10
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with running(OpenAIEmulator(config)) as api:
         settings = load_settings(
             environ={
-                "INGESTD_HOME": tempfile.mkdtemp(prefix="ingestd-rl-home-"),
+                "INGESTD_HOME": str(scratch_dir("ingestd-rl-home-")),
                 "INGESTD_DATABASE_URL": url,
                 "INGESTD_EMBEDDER": "openai",
                 "OPENAI_API_KEY": DEFAULT_API_KEY,

@@ -33,7 +33,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from psycopg import conninfo
 
 from profiling import generators
 from profiling.bench_pipeline import fresh_database, start_emulator
+from profiling.scratch import scratch_dir
 from shared.batching import BatchItem, batch_weight, pack
 from shared.db import chunks, jobs
 from shared.db.connect import connect, database_url
@@ -283,7 +283,7 @@ class Environment:
         if embedder not in ("openai", "hash"):
             raise SystemExit(f"unknown embedder {embedder!r}; expected openai or hash")
         self.embedder = embedder
-        self._tmp = Path(tempfile.mkdtemp(prefix="ingestd-memory-"))
+        self._tmp = scratch_dir("ingestd-memory-")
         self.admin_url = database_url or embedded_url(self._tmp / "db")
         self._emulator: subprocess.Popen[str] | None = None
         self.api_url: str | None = None
