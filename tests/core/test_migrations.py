@@ -43,3 +43,16 @@ def test_concurrent_migrations_apply_exactly_once(fresh_db_url) -> None:
     with psycopg.connect(url) as c:
         n_rows = c.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
         assert n_rows == latest_version()
+
+
+def test_parsed_text_is_stored_uncompressed(fresh_db_url) -> None:
+    # pglz on every parsed segment was the parse stage's largest PostgreSQL cost;
+    # see migration 0005 for the disk it trades for that.
+    url = fresh_db_url()
+    migrate(url)
+    with psycopg.connect(url) as c:
+        row = c.execute(
+            "SELECT attstorage FROM pg_attribute"
+            " WHERE attrelid = 'parsed_segments'::regclass AND attname = 'text'"
+        ).fetchone()
+    assert row == ("e",)
