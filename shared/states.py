@@ -6,7 +6,8 @@ change that is not listed here, whoever issues it.
 
 A document *rests* in a runnable status until a worker claims it; the claim moves
 it to the matching *active* status under a lease. An active stage ends in the
-next resting status (or a terminal one). A retry or a released lease moves it
+next resting status (or a terminal one), or, when its worker keeps the lease,
+passes through it straight into the next stage (``HANDOVER``). A retry or a released lease moves it
 back to the resting status it was claimed from.
 """
 
@@ -68,6 +69,17 @@ SUCCESS_OF: dict[Status, tuple[Status, ...]] = {
     S.FINALIZING: (S.COMPLETE, S.CHUNKED),
 }
 
+# A stage that succeeds into a resting status goes straight on into the next stage
+# when its worker keeps the lease: one change of the row instead of two (the
+# history still records the resting status passed through). Not into a wait for an
+# asynchronous parser, which is a resting status to leave, not to pass through.
+HANDOVER: frozenset[tuple[Status, Status]] = frozenset(
+    (active, ACTIVE_OF[rest])
+    for active, rests in SUCCESS_OF.items()
+    for rest in rests
+    if rest in ACTIVE_OF and rest is not S.AWAITING_PARSE
+)
+
 RUNNABLE: tuple[Status, ...] = tuple(ACTIVE_OF)
 ACTIVE: tuple[Status, ...] = tuple(RESTING_OF)
 TERMINAL: frozenset[Status] = frozenset({S.COMPLETE, S.FAILED, S.DEAD})
@@ -86,6 +98,7 @@ def _build() -> frozenset[tuple[Status, Status]]:
     edges |= set(RESTING_OF.items())
     for active, nexts in SUCCESS_OF.items():
         edges |= {(active, n) for n in nexts}
+    edges |= HANDOVER
     for status in Status:
         if not status.terminal:
             edges.add((status, S.FAILED))
@@ -106,3 +119,7 @@ TRANSITIONS: frozenset[tuple[Status, Status]] = _build()
 
 def is_legal(src: Status, dst: Status) -> bool:
     return (src, dst) in TRANSITIONS
+
+
+def is_handover(src: Status, dst: Status) -> bool:
+    return (src, dst) in HANDOVER

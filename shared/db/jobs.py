@@ -24,7 +24,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from shared.errors import ErrorClass, IngestError, LeaseLost
-from shared.states import ACTIVE, ACTIVE_OF, RESTING_OF, RUNNABLE, Status
+from shared.states import ACTIVE, ACTIVE_OF, RESTING_OF, RUNNABLE, Status, is_handover
 
 
 def _case(column: str, mapping: Mapping[Status, Status]) -> sql.Composed:
@@ -276,6 +276,7 @@ def transition_many(
     keep_lease: bool = False,
     lease_seconds: float = 60.0,
     event: str = "stage_finished",
+    then: Status | None = None,
 ) -> set[UUID]:
     """``transition`` for a group of documents, in one statement.
 
@@ -283,6 +284,11 @@ def transition_many(
     set the same columns. Values are typed by the ``documents`` row type, so a
     column needs no cast here. Returns the documents moved: one missing from
     the result was not ``from_status`` under our lease (the caller lets it go).
+
+    ``then``: the stage to start straight after ``to_status``, under the lease
+    kept (``shared.states.HANDOVER``). The row changes once, to ``then``; the
+    history records both steps, ``event`` into ``to_status`` and then
+    ``stage_started`` out of it, exactly as two transitions would.
     """
     if not changes:
         return set()
@@ -298,7 +304,9 @@ def transition_many(
         }
         for doc_id, fields in changes.items()
     ]
-    sets = [sql.SQL("status = %(to)s")]
+    if then is not None and not (keep_lease and is_handover(from_status, then)):
+        raise ValueError(f"{from_status} cannot go on to {then} through {to_status}")
+    sets = [sql.SQL("status = %(final)s")]
     sets += [sql.SQL("{0} = v.{0}").format(sql.Identifier(c)) for c in columns]
     if to_status is Status.COMPLETE and "completed_at" not in columns:
         sets.append(sql.SQL("completed_at = now()"))
@@ -317,8 +325,14 @@ def transition_many(
             " RETURNING d.id, d.attempts, d.correlation_id, v.event_details)"
             " INSERT INTO document_events (document_id, event, stage, from_status, to_status,"
             " attempt, worker, correlation_id, details)"
-            " SELECT id, %(event)s, %(from)s, %(from)s, %(to)s, attempts, %(owner)s,"
-            " correlation_id, nullif(event_details, 'null'::jsonb) FROM upd"
+            " SELECT id, e.event, e.from_status, e.from_status, e.to_status, attempts,"
+            " %(owner)s, correlation_id, CASE WHEN e.step = 1"
+            " THEN nullif(event_details, 'null'::jsonb) END"
+            " FROM upd, (VALUES (1, %(event)s, %(from)s::document_status, %(to)s::document_status),"
+            " (2, 'stage_started', %(to)s, %(final)s)) e (step, event, from_status, to_status)"
+            " WHERE e.step = 1 OR %(final)s <> %(to)s"
+            # Identity values follow this order: each document's steps in sequence.
+            " ORDER BY id, e.step"
             " RETURNING document_id"
         ).format(sets=sql.SQL(", ").join(sets)),
         {
@@ -326,6 +340,7 @@ def transition_many(
             "owner": owner,
             "from": str(from_status),
             "to": str(to_status),
+            "final": str(then or to_status),
             "lease": lease_seconds,
             "event": event,
         },
@@ -361,6 +376,7 @@ def finish_stage(
     Call inside the transaction that wrote the stage's results. Returns the
     documents still ours and the status they are now in.
     """
+    then = ACTIVE_OF[to_status] if go_on else None
     moved = transition_many(
         conn,
         owner,
@@ -370,21 +386,9 @@ def finish_stage(
         details=details,
         keep_lease=go_on,
         lease_seconds=lease_seconds,
+        then=then,
     )
-    if not go_on:
-        return moved, to_status
-    nxt = ACTIVE_OF[to_status]
-    moved = transition_many(
-        conn,
-        owner,
-        from_status=to_status,
-        to_status=nxt,
-        changes={i: {} for i in moved},
-        keep_lease=True,
-        lease_seconds=lease_seconds,
-        event="stage_started",
-    )
-    return moved, nxt
+    return moved, then or to_status
 
 
 def retry_delay(

@@ -83,3 +83,67 @@ def test_transition_many_refuses_uneven_changes(conn, ingest_bytes) -> None:
             to_status=Status.PARSED,
             changes={a: {"parsed_segments": 1}, b: {}},
         )
+
+
+def test_finish_stage_going_on_changes_each_row_once(conn, ingest_bytes) -> None:
+    ids = [ingest_bytes(f"doc {i}".encode()).document_id for i in range(2)]
+    assert len(jobs.claim(conn, "w1", limit=2, lease_seconds=60, max_attempts=5)) == 2
+    # This backend's counters not yet flushed to the shared statistics: the difference
+    # across the call is how many new versions of ``documents`` rows it made.
+    updates = "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'documents'"
+    with conn.transaction():
+        before = conn.execute(updates).fetchone()["n_tup_upd"]
+        moved, status = jobs.finish_stage(
+            conn,
+            "w1",
+            from_status=Status.PARSING,
+            to_status=Status.PARSED,
+            changes={i: {"parsed_segments": 1} for i in ids},
+            details={ids[0]: {"segments": 1}},
+            go_on=True,
+            lease_seconds=60,
+        )
+        made = conn.execute(updates).fetchone()["n_tup_upd"] - before
+    # One new version of each row, not two.
+    assert (moved, status, made) == (set(ids), Status.CHUNKING, len(ids))
+    rows = conn.execute(
+        "SELECT status::text, lease_owner, parsed_segments FROM documents ORDER BY id"
+    ).fetchall()
+    assert [tuple(r.values()) for r in rows] == [("chunking", "w1", 1)] * 2
+    # The history still passes through "parsed", each document's steps in order.
+    events = conn.execute(
+        "SELECT document_id, event, stage, from_status::text, to_status::text, details"
+        " FROM document_events WHERE event LIKE 'stage_%' ORDER BY id"
+    ).fetchall()
+    by_doc = {
+        i: [
+            (e["event"], e["stage"], e["from_status"], e["to_status"], e["details"])
+            for e in events
+            if e["document_id"] == i
+        ]
+        for i in ids
+    }
+    assert by_doc[ids[0]] == [
+        ("stage_finished", "parsing", "parsing", "parsed", {"segments": 1}),
+        ("stage_started", "parsed", "parsed", "chunking", None),
+    ]
+    assert by_doc[ids[1]] == [
+        ("stage_finished", "parsing", "parsing", "parsed", None),
+        ("stage_started", "parsed", "parsed", "chunking", None),
+    ]
+
+
+def test_going_on_is_only_a_handover_under_a_kept_lease(conn, ingest_bytes) -> None:
+    doc = ingest_bytes(b"x").document_id
+    jobs.claim(conn, "w1", limit=1, lease_seconds=60, max_attempts=5)
+    for then, keep in ((Status.PARSING, True), (Status.CHUNKING, False)):
+        with pytest.raises(ValueError, match="cannot go on"):
+            jobs.transition_many(
+                conn,
+                "w1",
+                from_status=Status.PARSING,
+                to_status=Status.AWAITING_PARSE if then is Status.PARSING else Status.PARSED,
+                changes={doc: {}},
+                keep_lease=keep,
+                then=then,
+            )

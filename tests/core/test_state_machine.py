@@ -70,3 +70,14 @@ def test_legal_transition_is_accepted(conn, ingest_bytes) -> None:
     conn.execute("UPDATE documents SET status = 'failed' WHERE id = %s", (doc,))
     row = conn.execute("SELECT status FROM documents WHERE id = %s", (doc,)).fetchone()
     assert row["status"] == "failed"
+
+
+def test_a_handover_passes_through_a_resting_status_it_could_rest_in() -> None:
+    from shared.states import HANDOVER, SUCCESS_OF
+
+    for active, nxt in HANDOVER:
+        assert active.active and nxt.active
+        (rest,) = [r for r in SUCCESS_OF[active] if ACTIVE_OF.get(r) is nxt]
+        assert is_legal(active, rest) and is_legal(rest, nxt)
+    assert (Status.PARSING, Status.PARSING) not in HANDOVER  # never through awaiting_parse
+    assert (Status.PARSING, Status.CHUNKING) in HANDOVER
