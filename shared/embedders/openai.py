@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 import openai
 import orjson
@@ -247,8 +248,29 @@ def _batches(estimates: Sequence[int], max_inputs: int, max_tokens: int) -> list
     return ranges
 
 
+class _Item(msgspec.Struct):
+    index: int
+    embedding: bytes  # msgspec decodes (and validates) JSON base64 strings into bytes
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int | None = None
+
+
+class _Response(msgspec.Struct):
+    data: list[_Item]
+    usage: _Usage | None = None
+
+
+_RESPONSE = msgspec.json.Decoder(_Response)
+
+
 def _decode(content: bytes, expected: int, dimensions: int) -> tuple[np.ndarray, int | None]:
     """The response body as a validated (expected, dimensions) float32 matrix, plus usage."""
+    fast = _decode_usual(content, expected, dimensions)
+    if fast is not None:
+        matrix, prompt_tokens = fast
+        return validate_embeddings(matrix, expected, dimensions), prompt_tokens
     try:
         payload = orjson.loads(content)
     except (ValueError, UnicodeDecodeError):
@@ -268,6 +290,32 @@ def _decode(content: bytes, expected: int, dimensions: int) -> tuple[np.ndarray,
     if not isinstance(prompt_tokens, int) or prompt_tokens < 0:
         prompt_tokens = None
     return validate_embeddings(matrix, expected, dimensions), prompt_tokens
+
+
+def _decode_usual(
+    content: bytes, expected: int, dimensions: int
+) -> tuple[np.ndarray, int | None] | None:
+    """The usual response (every vector base64, of the right length, in index order),
+    decoded straight from the body: msgspec turns each base64 string into bytes
+    without the ~8 KB str per vector that a JSON parser makes first (about half
+    the cost of the general path below). None for anything else, which the general
+    path then decodes or rejects with a message naming the problem."""
+    try:
+        response = _RESPONSE.decode(content)
+    except msgspec.DecodeError:  # includes ValidationError: not the usual shape
+        return None
+    data = response.data
+    size = dimensions * 4
+    if len(data) != expected or any(
+        item.index != i or len(item.embedding) != size for i, item in enumerate(data)
+    ):
+        return None
+    matrix = np.frombuffer(b"".join([item.embedding for item in data]), dtype="<f4")
+    usage = response.usage
+    prompt_tokens = usage.prompt_tokens if usage is not None else None
+    if prompt_tokens is not None and prompt_tokens < 0:
+        prompt_tokens = None
+    return matrix.reshape(expected, dimensions), prompt_tokens
 
 
 def _decode_in_order(data: list[Any], dimensions: int) -> np.ndarray | None:

@@ -9,7 +9,7 @@ import numpy as np
 import pybase64
 import pytest
 
-from shared.embedders.openai import OpenAIEmbedder, _decode
+from shared.embedders.openai import OpenAIEmbedder, _decode, _decode_usual
 from shared.emulators import OpenAIEmulator, OpenAIFault, embedding_for
 from shared.emulators.openai_api import DEFAULT_API_KEY
 from shared.errors import (
@@ -301,3 +301,22 @@ def test_a_bad_vector_in_an_ordered_response_is_named() -> None:
     payload["data"][1]["embedding"] = payload["data"][1]["embedding"][:-4]
     with pytest.raises(TransientError, match="vector #1 has 1535 dimensions"):
         _decode(json.dumps(payload).encode(), 3, 1536)
+
+
+def test_only_the_usual_response_takes_the_direct_path() -> None:
+    vectors = np.random.default_rng(5).standard_normal((4, 1536)).astype("<f4")
+    fast = _decode_usual(_response(vectors, [0, 1, 2, 3]), 4, 1536)
+    assert fast is not None
+    np.testing.assert_array_equal(fast[0], vectors)
+    assert fast[1] == 7
+    # Out of order, a vector short, a count off, or floats: the general path decides.
+    assert _decode_usual(_response(vectors, [1, 0, 2, 3]), 4, 1536) is None
+    assert _decode_usual(_response(vectors, [0, 1, 2]), 4, 1536) is None
+    short = json.loads(_response(vectors, [0, 1, 2, 3]))
+    short["data"][2]["embedding"] = short["data"][2]["embedding"][:-8]
+    assert _decode_usual(json.dumps(short).encode(), 4, 1536) is None
+    floats = json.loads(_response(vectors, [0, 1, 2, 3]))
+    floats["data"][0]["embedding"] = vectors[0].tolist()
+    assert _decode_usual(json.dumps(floats).encode(), 4, 1536) is None
+    matrix, _ = _decode(json.dumps(floats).encode(), 4, 1536)
+    np.testing.assert_array_equal(matrix, vectors)
