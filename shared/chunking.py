@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from shared.errors import IngestError
 from shared.token_joins import PUNCT, UNKNOWN, WORD, JoinCounter, kind
-from shared.tokens import get_encoding
+from shared.tokens import count_tokens, get_encoding
 
 __all__ = ["Chunk", "Chunker"]
 
@@ -54,8 +54,14 @@ _HEADING = re.compile(r" {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*")
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 # A sentence ends after terminal punctuation (and closing quotes/brackets) that
 # is followed by whitespace; CJK full stops need no whitespace after them.
-# (The leading lookahead lets the engine skip ahead to candidates: twice as fast.)
-_SENTENCE_END = re.compile(r"(?=[.!?…。！？])(?:[.!?…]+[\"'”’)\]]*(?=\s)|[。！？]+[\"'”’)\]」』]*)")
+# The pattern starts with a character set so that the engine scans ahead for
+# candidates (3x faster than a leading lookahead, 6x faster than a bare
+# alternation); the lookbehind then picks the branch of the first character's
+# script. It matches exactly what ``[.!?…]+[\"'”’)\]]*(?=\s)|[。！？]+[\"'”’)\]」』]*``
+# does: the two sets are disjoint, and each branch's ``x[set]*`` is ``[set]+``.
+_SENTENCE_END = re.compile(
+    r"[.!?…。！？](?:(?<=[.!?…])[.!?…]*[\"'”’)\]]*(?=\s)|(?<=[。！？])[。！？]*[\"'”’)\]」』]*)"
+)
 # Whitespace a window may be cut before (newlines never occur inside a line).
 _INLINE_SPACES = " \t\u3000\xa0\f\v"
 _TERMINALS = tuple(".!?…。！？\"'”’)]」』")
@@ -85,15 +91,43 @@ class _Atom:
     ids: list[int] | None = None
 
 
+# The caches below live as long as the process, not one document: the strings they
+# hold (line breaks, heading trails, first words, punctuation before a line break)
+# recur across documents, and a chunker is made per document.
+
+
+@functools.lru_cache(maxsize=1024)
+def _count_recurring(text: str) -> int:
+    """Tokens of a short string counted over and over (line breaks, trail lines)."""
+    return count_tokens(text)
+
+
+# Longer first words are counted without being cached (bounds the cache's memory).
+_WORD_CACHE_CHARS = 32
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_space_cost(word: str) -> int:
+    return count_tokens(" " + word) - count_tokens(word)
+
+
+def _space_cost(word: str) -> int:
+    """Tokens of " word" beyond those of "word" (a run of letters)."""
+    if len(word) > _WORD_CACHE_CHARS:
+        return count_tokens(" " + word) - count_tokens(word)
+    return _cached_space_cost(word)
+
+
+_JOINS = JoinCounter(count_tokens)
+
+
 class _Tokenizer:
     """Encoding helpers around the cl100k encoding."""
 
     def __init__(self) -> None:
         self._enc = get_encoding()
-        # For the few distinct short strings counted over and over (line breaks,
-        # heading trails).
-        self.count_cached = functools.lru_cache(maxsize=1024)(self.count)
-        self.joins = JoinCounter(self.count)
+        self.count_cached = _count_recurring
+        self.joins = _JOINS
 
     def encode(self, text: str) -> list[int]:
         return self._enc.encode_ordinary(text)
@@ -117,7 +151,7 @@ class _Tokenizer:
             total = first.tokens
         elif lead == " " and (word := _leading_letters(head)):
             # " Word" is one piece, "Word" another, and what follows splits the same.
-            total = first.tokens - self.count(" " + word) + self.count(word)
+            total = first.tokens - _space_cost(word)
         elif lead.strip(_LINE_BREAKS):
             total = self.count(head)
         else:
@@ -168,6 +202,22 @@ def _leading_letters(text: str) -> str | None:
     if not end or (end < len(text) and kind(text[end]) == UNKNOWN):
         return None
     return text[:end]
+
+
+def _starts_piece(text: str, pos: int) -> bool:
+    """Whether ``text[pos:]`` encodes to the tokens of ``text`` from its token
+    boundary ``pos`` on (``pos`` a position ``char_cuts`` returned).
+
+    It does when ``pos`` is also a piece boundary of the pre-tokenizer (see
+    shared/token_joins.py): the regex only looks ahead, so the pieces from there
+    on are those of ``text[pos:]`` alone. A space or tab after a letter, digit or
+    punctuation character is one: the only pieces that hold whitespace after
+    another character are whitespace runs, which don't hold that character, and
+    punctuation runs, which only take line breaks after them. An ASCII character
+    at ``pos`` also means the token boundary was not moved back from inside a
+    multi-byte character.
+    """
+    return 0 < pos < len(text) and text[pos] in " \t" and kind(text[pos - 1]) in (WORD, PUNCT)
 
 
 class _Lexer:
@@ -563,6 +613,9 @@ class _Packer:
         tail = text[pos:]
         if not tail or tail.isspace():
             return None
+        if _starts_piece(text, pos):
+            ids = tokens[index:]
+            return _Atom(tail, len(ids), _NONE, ids=ids) if len(ids) <= want else None
         count = self._tok.count(tail)
         return _Atom(tail, count, _NONE) if count <= want else None
 
