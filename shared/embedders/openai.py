@@ -250,7 +250,9 @@ def _batches(estimates: Sequence[int], max_inputs: int, max_tokens: int) -> list
 
 class _Item(msgspec.Struct):
     index: int
-    embedding: bytes  # msgspec decodes (and validates) JSON base64 strings into bytes
+    # The JSON text as it is in the body (a zero-copy slice): a base64 string, quotes
+    # included, is decoded below with SIMD, with no str made of it first.
+    embedding: msgspec.Raw
 
 
 class _Usage(msgspec.Struct):
@@ -263,6 +265,7 @@ class _Response(msgspec.Struct):
 
 
 _RESPONSE = msgspec.json.Decoder(_Response)
+_QUOTE = ord('"')
 
 
 def _decode(content: bytes, expected: int, dimensions: int) -> tuple[np.ndarray, int | None]:
@@ -295,22 +298,33 @@ def _decode(content: bytes, expected: int, dimensions: int) -> tuple[np.ndarray,
 def _decode_usual(
     content: bytes, expected: int, dimensions: int
 ) -> tuple[np.ndarray, int | None] | None:
-    """The usual response (every vector base64, of the right length, in index order),
-    decoded straight from the body: msgspec turns each base64 string into bytes
-    without the ~8 KB str per vector that a JSON parser makes first (about half
-    the cost of the general path below). None for anything else, which the general
-    path then decodes or rejects with a message naming the problem."""
+    """The usual response (every vector a base64 string of the right length, in index
+    order), decoded straight from the body: the vectors' JSON strings are cut out of it
+    without the ~8 KB str per vector a JSON parser makes, and decoded in one SIMD call
+    (~2x faster than the general path below). None for anything else (escapes in a
+    string, floats, another order), which the general path then decodes or rejects
+    with a message naming the problem."""
+    if (dimensions * 4) % 3:
+        return None  # padded base64: vectors cannot simply be concatenated
+    quoted = dimensions * 4 // 3 * 4 + 2
     try:
         response = _RESPONSE.decode(content)
     except msgspec.DecodeError:  # includes ValidationError: not the usual shape
         return None
     data = response.data
-    size = dimensions * 4
-    if len(data) != expected or any(
-        item.index != i or len(item.embedding) != size for i, item in enumerate(data)
-    ):
+    if len(data) != expected:
         return None
-    matrix = np.frombuffer(b"".join([item.embedding for item in data]), dtype="<f4")
+    strings: list[memoryview] = []
+    for i, item in enumerate(data):
+        raw = memoryview(item.embedding)
+        if item.index != i or len(raw) != quoted or raw[0] != _QUOTE:
+            return None
+        strings.append(raw[1:-1])
+    try:
+        buffer = pybase64.b64decode(b"".join(strings), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    matrix = np.frombuffer(buffer, dtype="<f4")
     usage = response.usage
     prompt_tokens = usage.prompt_tokens if usage is not None else None
     if prompt_tokens is not None and prompt_tokens < 0:

@@ -315,6 +315,10 @@ def test_only_the_usual_response_takes_the_direct_path() -> None:
     short = json.loads(_response(vectors, [0, 1, 2, 3]))
     short["data"][2]["embedding"] = short["data"][2]["embedding"][:-8]
     assert _decode_usual(json.dumps(short).encode(), 4, 1536) is None
+    escaped = _response(vectors, [0, 1, 2, 3]).replace(b"/", b"\\/")  # legal JSON
+    assert b"\\/" in escaped
+    assert _decode_usual(escaped, 4, 1536) is None
+    np.testing.assert_array_equal(_decode(escaped, 4, 1536)[0], vectors)
     floats = json.loads(_response(vectors, [0, 1, 2, 3]))
     floats["data"][0]["embedding"] = vectors[0].tolist()
     assert _decode_usual(json.dumps(floats).encode(), 4, 1536) is None
