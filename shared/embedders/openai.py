@@ -130,12 +130,16 @@ class OpenAIEmbedder:
                 raw = await self._client.post(
                     "/embeddings",
                     cast_to=openai.AsyncAPIResponse[bytes],
-                    body={
-                        "input": batch,
-                        "model": self.model,
-                        "encoding_format": "base64",
-                        **options,
-                    },
+                    # Serialised by orjson (the client sends content as it is): the
+                    # standard library's encoder takes ~20x as long for the same body.
+                    content=orjson.dumps(
+                        {
+                            "input": batch,
+                            "model": self.model,
+                            "encoding_format": "base64",
+                            **options,
+                        }
+                    ),
                     options={"headers": extra_headers} if extra_headers else {},
                 )
             except openai.APIStatusError as exc:
