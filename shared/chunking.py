@@ -189,8 +189,21 @@ class _Tokenizer:
             positions.append(chars)
         return positions
 
-    def starts_word(self, token: int) -> bool:
-        return self._enc.decode_single_token_bytes(token)[:1] in (b" ", b"\t", b"\n")
+    def tail_start(self, text: str, tokens: list[int], index: int) -> int:
+        """``char_cuts(text, tokens, [index])[0]``, from the (short) tail's bytes
+        where characters are bytes."""
+        if text.isascii():
+            return len(text) - len(self._enc.decode_bytes(tokens[index:]))
+        return self.char_cuts(text, tokens, [index])[0]
+
+    @staticmethod
+    def starts_word(token: int) -> bool:
+        return _token_starts_word(token)
+
+
+@functools.lru_cache(maxsize=16384)
+def _token_starts_word(token: int) -> bool:
+    return get_encoding().decode_single_token_bytes(token)[:1] in (b" ", b"\t", b"\n")
 
 
 def _leading_letters(text: str) -> str | None:
@@ -609,7 +622,7 @@ class _Packer:
         first = max(len(tokens) - want, 1)
         scan = range(first, min(len(tokens), first + max(want // 2, 1)))
         index = next((j for j in scan if self._tok.starts_word(tokens[j])), first)
-        pos = self._tok.char_cuts(text, tokens, [index])[0]
+        pos = self._tok.tail_start(text, tokens, index)
         tail = text[pos:]
         if not tail or tail.isspace():
             return None
