@@ -33,6 +33,7 @@ from shared.db.embedded import embedded_url
 from shared.db.migrate import migrate
 from shared.emulators.openai_api import DEFAULT_API_KEY
 from shared.ingest import ingest_file
+from shared.malloc import tune_malloc
 from shared.settings import Settings, load_settings
 from workers.process import preload
 
@@ -74,6 +75,7 @@ def _worker(settings: Settings, url: str, slot: int) -> None:
     from workers.embedding import build_embedder
     from workers.stages.embed import close_runner
 
+    tune_malloc()  # as a daemon's worker does (workers/process.py)
     embedder = build_embedder(settings)
     w = Worker(
         settings,

@@ -19,6 +19,7 @@ import setproctitle
 
 from shared.db.connect import database_url
 from shared.errors import ConfigError
+from shared.malloc import tune_malloc
 from shared.settings import Settings
 from shared.telemetry import sentry
 from shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
@@ -69,6 +70,7 @@ def worker_main(settings: Settings, slot: int, owner: str, channel_fd: int | Non
 
 
 def _main(settings: Settings, slot: int, owner: str, channel_fd: int | None) -> int:
+    tune_malloc()
     configure_logging(
         "worker", slot, json=settings.log_json, level=settings.log_level, log_file=settings.log_file
     )

@@ -19,6 +19,7 @@ from shared.emulators.llamaparse_api import (
     LlamaParseFault,
 )
 from shared.emulators.openai_api import OpenAIEmulator, OpenAIEmulatorConfig, OpenAIFault
+from shared.malloc import tune_malloc
 
 
 def _probability(text: str) -> float:
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         emulator = build(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:  # argparse's own exit (usage error or --help)
         return exc.code if isinstance(exc.code, int) else 2
+    tune_malloc()  # it renders ~10 MB responses back to back, as a worker reads them
     try:
         asyncio.run(_serve(emulator))
     except OSError as exc:
