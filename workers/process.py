@@ -6,6 +6,7 @@ database connections and the embedder's HTTP client are all created here.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -50,6 +51,10 @@ def preload(settings: Settings) -> None:
     get_encoding()
     if choose(settings) == "openai":
         import shared.embedders.openai  # noqa: F401
+    # What is loaded now lives as long as the process: the cyclic collector need not
+    # walk it again in every worker, and not writing to its objects' headers keeps
+    # their pages shared with the parent.
+    gc.freeze()
 
 
 def worker_main(settings: Settings, slot: int, owner: str, channel_fd: int | None) -> NoReturn:
