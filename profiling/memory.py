@@ -54,6 +54,7 @@ from shared.db.embedded import embedded_url
 from shared.db.space import ensure_space
 from shared.emulators.openai_api import DEFAULT_API_KEY
 from shared.ingest import ingest_file
+from shared.malloc import tune_malloc
 from shared.settings import Settings, load_settings
 from shared.states import Status
 from shared.telemetry.metrics import Metrics
@@ -396,7 +397,7 @@ class Pipeline:
         )
         items = (BatchItem(r.ordinal, r.text, r.token_count) for r in rows)
         batches = inputs = largest = heaviest = 0
-        for b in pack(items, embed.limits_for(ctx, self.embedder)):
+        for b in pack(items, embed.limits_for(ctx.settings, self.embedder)):
             batches += 1
             inputs += len(b)
             largest = max(largest, len(b))
@@ -541,6 +542,7 @@ def measure_worker_process(env: Environment, doc: Input) -> dict[str, Any]:
 
 def _worker_child() -> None:
     """The worker process of ``measure_worker_process`` (settings from the environment)."""
+    tune_malloc()  # as a daemon's worker does (workers/process.py)
     settings = load_settings()
     embedder = build_embedder(settings)
     get_encoding()  # what every worker holds; part of "ready", not of a document
