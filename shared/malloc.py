@@ -5,9 +5,11 @@ vectors, the COPY rows), then frees it. By default glibc serves blocks that larg
 with a fresh ``mmap`` and unmaps them on free, so every batch pays page faults to
 get zeroed pages again — expensive in virtual machines. Serving them from the heap
 and keeping up to ``trim_threshold`` of free heap for the next batch costs no more
-peak memory (the working set is the same) and saved 5-18% of the pipeline
-benchmark's time (profiling/README.md); in the OpenAI emulator it took rendering a
-1,344-vector response from ~31 to ~13 µs per vector.
+peak memory in the pipeline benchmark (the working set is the same) and saved
+5-18% of its time; in the OpenAI emulator it took rendering a 1,344-vector
+response from ~31 to ~13 µs per vector. The price shows on large documents:
+free heap kept between batches adds ~6-8 MB to a worker's peak USS on a 100 MB
+text (132 -> 140 MB in the memory sweep, profiling/README.md).
 """
 
 from __future__ import annotations
