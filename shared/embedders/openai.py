@@ -293,10 +293,13 @@ def _decode(content: bytes, expected: int, dimensions: int) -> tuple[np.ndarray,
     if matrix is None:
         matrix = _decode_each(data, expected, dimensions)
     usage = payload.get("usage")
-    prompt_tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    if not isinstance(prompt_tokens, int) or prompt_tokens < 0:
-        prompt_tokens = None
+    prompt_tokens = _prompt_tokens(usage.get("prompt_tokens") if isinstance(usage, dict) else None)
     return validate_embeddings(matrix, expected, dimensions), prompt_tokens
+
+
+def _prompt_tokens(value: object) -> int | None:
+    """The usage the response reports, if it is a plausible count."""
+    return value if isinstance(value, int) and value >= 0 else None
 
 
 def _decode_usual(
@@ -308,9 +311,10 @@ def _decode_usual(
     (~2x faster than the general path below). None for anything else (escapes in a
     string, floats, another order), which the general path then decodes or rejects
     with a message naming the problem."""
-    if (dimensions * 4) % 3:
-        return None  # padded base64: vectors cannot simply be concatenated
-    quoted = dimensions * 4 // 3 * 4 + 2
+    length = _joinable_base64_length(dimensions)
+    if length is None:
+        return None
+    quoted = length + 2
     try:
         response = _RESPONSE.decode(content)
     except msgspec.DecodeError:  # includes ValidationError: not the usual shape
@@ -324,25 +328,20 @@ def _decode_usual(
         if item.index != i or len(raw) != quoted or raw[0] != _QUOTE:
             return None
         strings.append(raw[1:-1])
-    try:
-        buffer = pybase64.b64decode(b"".join(strings), validate=True)
-    except (binascii.Error, ValueError):
+    matrix = _decode_joined(b"".join(strings), expected, dimensions)
+    if matrix is None:
         return None
-    matrix = np.frombuffer(buffer, dtype="<f4")
     usage = response.usage
-    prompt_tokens = usage.prompt_tokens if usage is not None else None
-    if prompt_tokens is not None and prompt_tokens < 0:
-        prompt_tokens = None
-    return matrix.reshape(expected, dimensions), prompt_tokens
+    return matrix, _prompt_tokens(usage.prompt_tokens if usage is not None else None)
 
 
 def _decode_in_order(data: list[Any], dimensions: int) -> np.ndarray | None:
     """The usual response (base64 vectors of the right length, in index order) in
     one decode call, at half the per-vector path's cost. None for anything else,
     which the per-vector path then checks and names precisely."""
-    if (dimensions * 4) % 3:
-        return None  # padded base64: vectors cannot simply be concatenated
-    length = dimensions * 4 // 3 * 4
+    length = _joinable_base64_length(dimensions)
+    if length is None:
+        return None
     parts: list[str] = []
     for i, item in enumerate(data):
         if not isinstance(item, dict):
@@ -353,11 +352,25 @@ def _decode_in_order(data: list[Any], dimensions: int) -> np.ndarray | None:
         if len(part) != length:
             return None
         parts.append(part)
+    return _decode_joined("".join(parts), len(parts), dimensions)
+
+
+def _joinable_base64_length(dimensions: int) -> int | None:
+    """The base64 length of one vector, if vectors can be decoded concatenated: None
+    when the encoding is padded, which only the per-vector path can decode."""
+    if (dimensions * 4) % 3:
+        return None
+    return dimensions * 4 // 3 * 4
+
+
+def _decode_joined(joined: str | bytes, rows: int, dimensions: int) -> np.ndarray | None:
+    """Concatenated base64 vectors (lengths already checked) as a matrix; None if the
+    text is not valid base64."""
     try:
-        buffer = pybase64.b64decode("".join(parts), validate=True)
+        buffer = pybase64.b64decode(joined, validate=True)
     except (binascii.Error, ValueError):
         return None
-    return np.frombuffer(buffer, dtype="<f4").reshape(len(parts), dimensions)
+    return np.frombuffer(buffer, dtype="<f4").reshape(rows, dimensions)
 
 
 def _decode_each(data: list[Any], expected: int, dimensions: int) -> np.ndarray:
