@@ -33,7 +33,6 @@ from shared.db.embedded import embedded_url
 from shared.db.migrate import migrate
 from shared.emulators.openai_api import DEFAULT_API_KEY
 from shared.ingest import ingest_file
-from shared.malloc import tune_malloc
 from shared.settings import Settings, load_settings
 from workers.process import preload
 
@@ -71,22 +70,10 @@ def fresh_database(admin_url: str) -> str:
 
 
 def _worker(settings: Settings, url: str, slot: int) -> None:
-    from workers.base import Worker
-    from workers.embedding import build_embedder
-    from workers.stages.embed import close_runner
+    from profiling.worker_setup import daemon_like_worker
 
-    tune_malloc()  # as a daemon's worker does (workers/process.py)
-    embedder = build_embedder(settings)
-    w = Worker(
-        settings,
-        url=url,
-        owner=f"bench:{os.getpid()}:{slot}:0",
-        slot=slot,
-        embedder_factory=lambda: embedder,
-    )
-    w.run(until_idle=True)
-    close_runner(embedder)
-    w.close()
+    with daemon_like_worker(settings, url, f"bench:{os.getpid()}:{slot}:0", slot) as w:
+        w.run(until_idle=True)
 
 
 class PeakWatcher(threading.Thread):

@@ -31,20 +31,11 @@ from shared.settings import Settings, load_settings
 
 
 def _worker(settings: Settings, url: str, slot: int) -> None:
-    from workers.base import Worker
-    from workers.embedding import build_embedder
+    from profiling.worker_setup import daemon_like_worker
 
-    embedder = build_embedder(settings)
-    w = Worker(
-        settings,
-        url=url,
-        owner=f"rl:{os.getpid()}:{slot}:0",
-        slot=slot,
-        embedder_factory=lambda: embedder,
-    )
-    signal.signal(signal.SIGTERM, lambda *_: w.stop.request("benchmark over"))
-    w.run()
-    w.close()
+    with daemon_like_worker(settings, url, f"rl:{os.getpid()}:{slot}:0", slot) as w:
+        signal.signal(signal.SIGTERM, lambda *_: w.stop.request("benchmark over"))
+        w.run()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

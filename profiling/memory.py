@@ -47,6 +47,7 @@ from psycopg import conninfo
 from profiling import generators
 from profiling.bench_pipeline import fresh_database, start_emulator
 from profiling.scratch import scratch_dir
+from profiling.worker_setup import daemon_like_worker
 from shared.batching import BatchItem, batch_weight, pack
 from shared.db import chunks, jobs
 from shared.db.connect import connect, database_url
@@ -54,7 +55,6 @@ from shared.db.embedded import embedded_url
 from shared.db.space import ensure_space
 from shared.emulators.openai_api import DEFAULT_API_KEY
 from shared.ingest import ingest_file
-from shared.malloc import tune_malloc
 from shared.settings import Settings, load_settings
 from shared.states import Status
 from shared.telemetry.metrics import Metrics
@@ -542,20 +542,12 @@ def measure_worker_process(env: Environment, doc: Input) -> dict[str, Any]:
 
 def _worker_child() -> None:
     """The worker process of ``measure_worker_process`` (settings from the environment)."""
-    tune_malloc()  # as a daemon's worker does (workers/process.py)
     settings = load_settings()
-    embedder = build_embedder(settings)
-    get_encoding()  # what every worker holds; part of "ready", not of a document
-    worker = Worker(
-        settings,
-        url=database_url(settings),
-        owner=f"profile:{os.getpid()}:0:0",
-        embedder_factory=lambda: embedder,
-    )
-    ready_uss = psutil.Process().memory_full_info().uss
-    worker.run(until_idle=True)
-    close_runner(embedder)
-    worker.close()
+    owner = f"profile:{os.getpid()}:0:0"
+    with daemon_like_worker(settings, database_url(settings), owner) as worker:
+        get_encoding()  # what every worker holds; part of "ready", not of a document
+        ready_uss = psutil.Process().memory_full_info().uss
+        worker.run(until_idle=True)
     peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         json.dumps(
