@@ -29,7 +29,7 @@ import functools
 import itertools
 import re
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from shared.errors import IngestError
@@ -251,6 +251,10 @@ class _Lexer:
         self._trail: list[tuple[int, str]] = []
 
     def atoms(self, blocks: Iterable[str]) -> Iterator[_Atom]:
+        # The methods below append a line's (or a window's) atoms to a list rather
+        # than yield them one by one through a chain of generators: a line's atoms
+        # are few and bounded by the window, and a generator per level and atom
+        # cost more than the rest of the lexer's own work.
         rest = ""
         for block in blocks:
             if not block:
@@ -262,33 +266,39 @@ class _Lexer:
                 pos = nl + 1
             # No newline left: a long line must be cut now to bound memory.
             while len(buf) - pos > _WINDOW_CHARS:
-                pos += yield from self._window(buf[pos : pos + _WINDOW_CHARS])
+                out: list[_Atom] = []
+                pos += self._window(buf[pos : pos + _WINDOW_CHARS], out)
+                yield from out
             rest = buf[pos:]
         if rest:
             yield from self._line(rest, 0, len(rest))
 
     # --- lines ----------------------------------------------------------------
 
-    def _line(self, buf: str, start: int, end: int) -> Generator[_Atom, None, None]:
+    def _line(self, buf: str, start: int, end: int) -> Iterator[_Atom]:
         """The (rest of the) line ``buf[start:end]``, which ends there."""
+        out: list[_Atom] = []
         while end - start > _WINDOW_CHARS:
-            start += yield from self._window(buf[start : start + _WINDOW_CHARS])
+            start += self._window(buf[start : start + _WINDOW_CHARS], out)
+            yield from out
+            out.clear()
         line = buf[start:end].rstrip()
         long_line, self._in_line = self._in_line, False
         if long_line:
             # Already cut into windows: plain text, whatever it starts with.
-            yield from self._text(line)
+            self._text(line, out)
         elif not line:
             self._raise(_PARAGRAPH)
             self._newlines = 2
         else:
-            yield from self._short_line(line)
+            self._short_line(line, out)
         self._raise(_LINE)
         self._newlines = max(self._newlines, 1)
+        yield from out
 
-    def _short_line(self, line: str) -> Iterator[_Atom]:
+    def _short_line(self, line: str, out: list[_Atom]) -> None:
         if self._fence:
-            yield from self._text(line)
+            self._text(line, out)
             closing = line.strip()
             if (
                 closing[0] == self._fence[0]
@@ -301,16 +311,16 @@ class _Lexer:
         if fence := _FENCE.match(line):
             self._fence = fence.group(1)
             self._raise(_PARAGRAPH)
-            yield from self._text(line)
+            self._text(line, out)
             return
         if len(line) <= _HEADING_MAX_CHARS and (heading := _HEADING.fullmatch(line)):
             title = heading.group(2).strip()
             if title:
                 atom = self._heading(line, len(heading.group(1)), title)
                 if atom is not None:
-                    yield atom
+                    out.append(atom)
                     return
-        yield from self._text(line)
+        self._text(line, out)
 
     def _heading(self, line: str, level: int, title: str) -> _Atom | None:
         text = self._separated(line)
@@ -329,7 +339,7 @@ class _Lexer:
     def heading_trail(self) -> tuple[str, ...]:
         return tuple(t for _, t in self._trail)
 
-    def _window(self, window: str) -> Generator[_Atom, None, int]:
+    def _window(self, window: str, out: list[_Atom]) -> int:
         """Cut a piece off the start of a long line; returns its length.
 
         Prefers the last whitespace in the window; without any, cuts at token
@@ -339,7 +349,7 @@ class _Lexer:
         cut = max(window.rfind(ch) for ch in _INLINE_SPACES)
         if cut >= 1:
             piece = window[:cut]
-            yield from self._text(piece)
+            self._text(piece, out)
             self._raise(_SENTENCE if piece.endswith(_TERMINALS) else _WORD)
             return cut
         tokens = self._tok.encode(window)
@@ -349,10 +359,10 @@ class _Lexer:
             self._tok.char_cuts(window, tokens, token_cuts), token_cuts, strict=True
         ):
             if pos > start:
-                yield from self._emit(window[start:pos], cut - counted)
+                self._emit(window[start:pos], out, cut - counted)
                 start, counted = pos, cut
         if not start:  # cannot happen for a window of thousands of characters
-            yield from self._emit(window, len(tokens))
+            self._emit(window, out, len(tokens))
             start = len(window)
         return start
 
@@ -367,18 +377,18 @@ class _Lexer:
             return "\n" * self._newlines + text
         return text
 
-    def _text(self, piece: str) -> Iterator[_Atom]:
+    def _text(self, piece: str, out: list[_Atom]) -> None:
         start = 0
         for match in _SENTENCE_END.finditer(piece):
             end = match.end()
             if end >= len(piece):
                 break
-            yield from self._emit(piece[start:end])
+            self._emit(piece[start:end], out)
             self._raise(_SENTENCE)
             start = end
-        yield from self._emit(piece[start:])
+        self._emit(piece[start:], out)
 
-    def _emit(self, text: str, count: int | None = None) -> Iterator[_Atom]:
+    def _emit(self, text: str, out: list[_Atom], count: int | None = None) -> None:
         """One atom, or several if ``text`` is over the limit. ``count``, when the
         caller already knows about how many tokens the text has, saves encoding
         it again: the packer only needs estimates, chunk counts are exact."""
@@ -387,17 +397,17 @@ class _Lexer:
         separated = self._separated(text)
         if count is not None and separated is text and count <= self._limit:
             brk, self._brk, self._newlines, self._emitted = self._brk, _NONE, 0, True
-            yield _Atom(text, count, brk, exact=False)
+            out.append(_Atom(text, count, brk, exact=False))
             return
         text = separated
         brk, self._brk, self._newlines, self._emitted = self._brk, _NONE, 0, True
         tokens = self._tok.encode(text)
         if len(tokens) <= self._limit:
-            yield _Atom(text, len(tokens), brk, ids=tokens)
+            out.append(_Atom(text, len(tokens), brk, ids=tokens))
             return
         for index, (part, count) in enumerate(self._split(text, tokens)):
             part_brk = brk if index == 0 else (_WORD if part[:1].isspace() else _NONE)
-            yield _Atom(part, count, part_brk)
+            out.append(_Atom(part, count, part_brk))
 
     def _split(self, text: str, tokens: list[int]) -> Iterator[tuple[str, int]]:
         """Split text of more than ``limit`` tokens into groups of about a quarter
@@ -457,7 +467,16 @@ class _Packer:
         self._trail = trail
         yield from self.add(atom)
 
-    def add(self, atom: _Atom) -> Iterator[Chunk]:
+    def add(self, atom: _Atom) -> Sequence[Chunk]:
+        """The chunks that ``atom`` completes (usually none)."""
+        if self._cur and self._cur_tokens + atom.tokens <= self._budget:
+            # Most atoms just fit: no generator, no queue.
+            self._cur.append(atom)
+            self._cur_tokens += atom.tokens
+            return ()
+        return list(self._add(atom))
+
+    def _add(self, atom: _Atom) -> Iterator[Chunk]:
         pending = deque([atom])
         while pending:
             item = pending.popleft()

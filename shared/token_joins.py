@@ -52,7 +52,10 @@ _LINE_BREAKS = "\r\n"
 SPACE, WORD, PUNCT, UNKNOWN = range(4)
 
 
+@functools.lru_cache(maxsize=4096)
 def kind(ch: str) -> int:
+    """SPACE, WORD, PUNCT or UNKNOWN (cached: called for the characters around every
+    join, and texts use few distinct ones)."""
     if ch in WHITESPACE:
         return SPACE
     category = unicodedata.category(ch)
