@@ -206,12 +206,19 @@ def _token_starts_word(token: int) -> bool:
     return get_encoding().decode_single_token_bytes(token)[:1] in (b" ", b"\t", b"\n")
 
 
+# A run of letters, found by the regex engine rather than a loop over characters;
+# what it matches besides letters is cut off below.
+_WORD_CHARS = re.compile(r"[^\W\d_]+")
+
+
 def _leading_letters(text: str) -> str | None:
     """The run of letters (``\\p{L}+``: str.isalpha) ``text`` starts with, if the
     character after it is known not to be one."""
-    end = 0
-    while end < len(text) and text[end].isalpha():
-        end += 1
+    match = _WORD_CHARS.match(text)
+    end = match.end() if match else 0
+    if end and not text[:end].isalpha():
+        # \w without digits and "_" also holds a few numeric characters (such as "²").
+        end = next(i for i, ch in enumerate(text) if not ch.isalpha())
     if not end or (end < len(text) and kind(text[end]) == UNKNOWN):
         return None
     return text[:end]
@@ -384,7 +391,8 @@ class _Lexer:
             if end >= len(piece):
                 break
             self._emit(piece[start:end], out)
-            self._raise(_SENTENCE)
+            if self._brk < _SENTENCE:  # self._raise(_SENTENCE), inlined: once per sentence
+                self._brk = _SENTENCE
             start = end
         self._emit(piece[start:], out)
 
@@ -394,7 +402,8 @@ class _Lexer:
         it again: the packer only needs estimates, chunk counts are exact."""
         if not text or text.isspace():
             return  # whitespace is no content; its boundary stays pending
-        separated = self._separated(text)
+        # self._separated(text), inlined: once per atom.
+        separated = "\n" * self._newlines + text if self._emitted and self._newlines else text
         if count is not None and separated is text and count <= self._limit:
             brk, self._brk, self._newlines, self._emitted = self._brk, _NONE, 0, True
             out.append(_Atom(text, count, brk, exact=False))
@@ -640,7 +649,7 @@ class _Packer:
             return None
         first = max(len(tokens) - want, 1)
         scan = range(first, min(len(tokens), first + max(want // 2, 1)))
-        index = next((j for j in scan if self._tok.starts_word(tokens[j])), first)
+        index = next((j for j in scan if _token_starts_word(tokens[j])), first)
         pos = self._tok.tail_start(text, tokens, index)
         tail = text[pos:]
         if not tail or tail.isspace():
