@@ -62,3 +62,23 @@ def test_a_tail_from_a_piece_boundary_keeps_its_tokens() -> None:
 def test_space_cost_matches_the_tokenizer() -> None:
     for word in ["Word", "the", "x" * 40, "Élan", "漢字"]:
         assert chunking._space_cost(word) == count_tokens(" " + word) - count_tokens(word)
+
+
+def _plain_leading_letters(text: str) -> str | None:
+    """``chunking._leading_letters`` as a loop over characters, before the regex."""
+    end = 0
+    while end < len(text) and text[end].isalpha():
+        end += 1
+    if not end or (end < len(text) and chunking.kind(text[end]) == chunking.UNKNOWN):
+        return None
+    return text[:end]
+
+
+def test_leading_letters_match_the_plain_loop() -> None:
+    # Letters of several kinds, and characters \w holds that are not letters: digits
+    # of other scripts, numeric characters ("²", "½"), "_", a combining mark.
+    alphabet = [*"abZéßǅʰ漢", "\U00010400", *"²³½_09٣", "\u0301", " ", ".", "\u0378"]
+    rng = random.Random(5)
+    for _ in range(50_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+        assert chunking._leading_letters(text) == _plain_leading_letters(text), repr(text)
