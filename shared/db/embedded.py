@@ -45,3 +45,11 @@ def embedded_url(home: Path, database: str = "postgres") -> str:
         _SERVERS[pgdata] = server
         _log.info("embedded postgres ready", extra={"pgdata": str(pgdata)})
     return server.get_uri(database)  # type: ignore[attr-defined]
+
+
+def release_embedded(home: Path) -> None:
+    """Let go of the embedded server under ``home`` before this process exits (as a
+    benchmark does between runs): it stops now if no other process still uses it."""
+    server = _SERVERS.pop((home / "pg").resolve(), None)
+    if server is not None:
+        server.cleanup()  # type: ignore[attr-defined]
