@@ -17,11 +17,9 @@ from typing import Any
 
 import psycopg
 
-from profiling.bench_pipeline import fresh_database
-from profiling.scratch import scratch_dir
+from profiling.scratch import scratch_database
 from shared.db import jobs
 from shared.db.connect import connect
-from shared.db.embedded import embedded_url
 
 
 def _fill(url: str, n: int) -> None:
@@ -90,20 +88,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--database-url", help="server to use (default: embedded, in a temp dir)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    admin = args.database_url or embedded_url(scratch_dir("ingestd-bench-"))
-    url = fresh_database(admin)
     rows = []
     print(f"{'consumers':>9} {'batch':>5} {'docs':>7} {'seconds':>8} {'claims/s':>9}")
-    for consumers in args.consumers:
-        for batch in args.batches:
-            docs = args.docs if batch > 1 else min(args.docs, 10_000)
-            r = run_case(url, docs, consumers, batch)
-            rows.append(r)
-            print(
-                f"{r['consumers']:>9} {r['batch']:>5} {r['docs']:>7} {r['seconds']:>8} "
-                f"{r['claims_per_second']:>9}",
-                flush=True,
-            )
+    with scratch_database(args.database_url, "ingestd-bench-") as url:
+        for consumers in args.consumers:
+            for batch in args.batches:
+                docs = args.docs if batch > 1 else min(args.docs, 10_000)
+                r = run_case(url, docs, consumers, batch)
+                rows.append(r)
+                print(
+                    f"{r['consumers']:>9} {r['batch']:>5} {r['docs']:>7} {r['seconds']:>8} "
+                    f"{r['claims_per_second']:>9}",
+                    flush=True,
+                )
     if args.json:
         args.json.write_text(json.dumps({"claims": rows}, indent=2))
     return rows

@@ -23,18 +23,14 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import psutil
-import psycopg
 
 from profiling import generators
-from profiling.scratch import scratch_dir
+from profiling.scratch import scratch_database, scratch_dir
 from shared.db.connect import connect
-from shared.db.embedded import embedded_url, release_embedded
-from shared.db.migrate import migrate
 from shared.emulators.openai_api import DEFAULT_API_KEY
 from shared.ingest import ingest_file
 from shared.settings import Settings, load_settings
@@ -62,15 +58,6 @@ def start_emulator(*extra: str) -> tuple[subprocess.Popen[str], str]:
         proc.kill()
         raise RuntimeError(f"emulator did not start: {url!r}")
     return proc, url
-
-
-def fresh_database(admin_url: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
-    migrate(url)
-    return url
 
 
 def _worker(settings: Settings, url: str, slot: int) -> None:
@@ -115,9 +102,11 @@ def _vm_hwm(pid: int) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    server_home = None if args.database_url else scratch_dir("ingestd-bench-")
-    admin = args.database_url or embedded_url(server_home)
-    url = fresh_database(admin)
+    with scratch_database(args.database_url, "ingestd-bench-") as url:
+        return _run_on(url, args)
+
+
+def _run_on(url: str, args: argparse.Namespace) -> dict[str, Any]:
     emulator, api_url = start_emulator()
     try:
         settings = load_settings(
@@ -188,9 +177,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         emulator.terminate()
         emulator.wait(10)
-        if server_home is not None:
-            # Not left running (and checkpointing) under the next run.
-            release_embedded(server_home)
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -20,10 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from profiling import generators
-from profiling.bench_pipeline import fresh_database
-from profiling.scratch import scratch_dir
+from profiling.scratch import scratch_database, scratch_dir
 from shared.db.connect import connect
-from shared.db.embedded import embedded_url
 from shared.emulators.openai_api import DEFAULT_API_KEY, OpenAIEmulator, OpenAIEmulatorConfig
 from shared.emulators.runner import running
 from shared.ingest import ingest_file
@@ -39,8 +37,11 @@ def _worker(settings: Settings, url: str, slot: int) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    admin = args.database_url or embedded_url(scratch_dir("ingestd-rl-"))
-    url = fresh_database(admin)
+    with scratch_database(args.database_url, "ingestd-rl-") as url:
+        return _run_on(url, args)
+
+
+def _run_on(url: str, args: argparse.Namespace) -> dict[str, Any]:
     conn = connect(url, autocommit=True)
     docs_dir = scratch_dir("ingestd-rl-docs-")
     # Enough work to outlast the run at the budget's pace.

@@ -41,12 +41,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
-import psycopg
-from psycopg import conninfo
 
 from profiling import generators
-from profiling.bench_pipeline import fresh_database, start_emulator
-from profiling.scratch import scratch_dir
+from profiling.bench_pipeline import start_emulator
+from profiling.scratch import drop_database, fresh_database, scratch_dir
 from profiling.worker_setup import daemon_like_worker
 from shared.batching import BatchItem, batch_weight, pack
 from shared.db import chunks, jobs
@@ -312,9 +310,7 @@ class Environment:
 
     def drop(self, url: str) -> None:
         """Drop a measured database at once: a 100 MB document leaves ~1 GB behind."""
-        name = conninfo.conninfo_to_dict(url)["dbname"]
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(self.admin_url, url)
         if url in self._databases:
             self._databases.remove(url)
 

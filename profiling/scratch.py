@@ -1,4 +1,4 @@
-"""Scratch directories for benchmarks and profiles, removed when the process exits.
+"""Scratch directories and databases for benchmarks and profiles, gone when done.
 
 A pipeline run leaves ~1 GB behind (the embedded server's data and WAL, the
 generated documents); a few dozen runs would fill a disk.
@@ -7,10 +7,18 @@ generated documents); a few dozen runs would fill a disk.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import psycopg
+
+from shared.db.embedded import embedded_url, release_embedded
+from shared.db.migrate import migrate
 
 
 def scratch_dir(prefix: str) -> Path:
@@ -29,3 +37,38 @@ def scratch_dir(prefix: str) -> Path:
 
     atexit.register(remove)
     return path
+
+
+@contextlib.contextmanager
+def scratch_database(database_url: str | None, prefix: str) -> Iterator[str]:
+    """A new, migrated database for one run, gone afterwards: on the server at
+    ``database_url`` (dropped), else on a new embedded server in a scratch directory
+    (stopped, so that it does not checkpoint under the next run; its files go at exit).
+    """
+    home = None if database_url else scratch_dir(prefix)
+    admin = database_url or embedded_url(home)  # type: ignore[arg-type]
+    url = None
+    try:
+        url = fresh_database(admin)
+        yield url
+    finally:
+        if home is not None:
+            release_embedded(home)
+        elif url is not None:
+            drop_database(admin, url)
+
+
+def fresh_database(admin_url: str) -> str:
+    """A new, migrated database on the server at ``admin_url``; its URL."""
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+    migrate(url)
+    return url
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
