@@ -7,7 +7,7 @@ from typing import Any
 
 from shared.emulators.openai_api import OpenAIFault
 from shared.ingest import ingest_file
-from workers.base import Worker
+from tests.workers.test_pipeline import run_worker
 from workers.embedding import build_embedder
 
 TEXT = "# Notes\n\n" + " ".join(f"Sentence number {i} about embeddings." for i in range(200))
@@ -23,10 +23,7 @@ def _ingest(conn: Any, tmp_path: Any, n: int) -> list[Any]:
 
 
 def _run(settings: Any, db_url: str) -> None:
-    embedder = build_embedder(settings)
-    worker = Worker(settings, url=db_url, owner="faults:1:0:0", embedder_factory=lambda: embedder)
-    worker.run(until_idle=True)
-    worker.close()
+    run_worker(settings, db_url, build_embedder(settings), owner="faults:1:0:0")
 
 
 def _docs(conn: Any) -> list[dict[str, Any]]:

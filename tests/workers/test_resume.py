@@ -13,7 +13,7 @@ from profiling import generators
 from shared.db import jobs
 from shared.errors import ErrorClass
 from shared.ingest import ingest_file
-from workers.base import Worker
+from tests.workers.test_pipeline import run_worker
 from workers.embedding import build_embedder
 
 
@@ -59,10 +59,7 @@ def release_victim(conn: Any) -> list[Any]:
 
 def rescue(settings: Any, db_url: str) -> None:
     """Another worker drains what the victim left."""
-    embedder = build_embedder(settings)
-    worker = Worker(settings, url=db_url, owner="rescuer:1:0:0", embedder_factory=lambda: embedder)
-    worker.run(until_idle=True)
-    worker.close()
+    run_worker(settings, db_url, build_embedder(settings), owner="rescuer:1:0:0")
 
 
 def test_sigkill_mid_embedding_resumes_without_duplicates(

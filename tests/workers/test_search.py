@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from shared.ingest import ingest_file
-from workers.base import Worker
+from tests.workers.test_pipeline import run_worker
 from workers.embedding import build_embedder
 
 DOCS = {
@@ -35,10 +35,7 @@ def test_search_ranks_the_source_document_first(
         p = tmp_path / name
         p.write_text(text)
         ids[name] = str(ingest_file(conn, p).document_id)
-    embedder = build_embedder(settings)
-    worker = Worker(settings, url=db_url, owner="search:1:0:0", embedder_factory=lambda: embedder)
-    worker.run(until_idle=True)
-    worker.close()
+    run_worker(settings, db_url, build_embedder(settings), owner="search:1:0:0")
     statuses = {r["status"] for r in conn.execute("SELECT status FROM documents")}
     assert statuses == {"complete"}
     model = conn.execute("SELECT DISTINCT embedding_model FROM chunks").fetchall()
