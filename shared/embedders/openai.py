@@ -289,9 +289,9 @@ def _decode(content: bytes, expected: int, dimensions: int) -> tuple[np.ndarray,
         raise TransientError(
             f"malformed embedding response: expected {expected} vectors, got {len(data)}"
         )
-    matrix = _decode_in_order(data, dimensions)
-    if matrix is None:
-        matrix = _decode_each(data, expected, dimensions)
+    # Not the usual response (``_decode_usual`` took that): each vector on its own,
+    # so that a bad one is named.
+    matrix = _decode_each(data, expected, dimensions)
     usage = payload.get("usage")
     prompt_tokens = _prompt_tokens(usage.get("prompt_tokens") if isinstance(usage, dict) else None)
     return validate_embeddings(matrix, expected, dimensions), prompt_tokens
@@ -335,26 +335,6 @@ def _decode_usual(
     return matrix, _prompt_tokens(usage.prompt_tokens if usage is not None else None)
 
 
-def _decode_in_order(data: list[Any], dimensions: int) -> np.ndarray | None:
-    """The usual response (base64 vectors of the right length, in index order) in
-    one decode call, at half the per-vector path's cost. None for anything else,
-    which the per-vector path then checks and names precisely."""
-    length = _joinable_base64_length(dimensions)
-    if length is None:
-        return None
-    parts: list[str] = []
-    for i, item in enumerate(data):
-        if not isinstance(item, dict):
-            return None
-        index, part = item.get("index"), item.get("embedding")
-        if type(index) is not int or index != i or not isinstance(part, str):
-            return None
-        if len(part) != length:
-            return None
-        parts.append(part)
-    return _decode_joined("".join(parts), len(parts), dimensions)
-
-
 def _joinable_base64_length(dimensions: int) -> int | None:
     """The base64 length of one vector, if vectors can be decoded concatenated: None
     when the encoding is padded, which only the per-vector path can decode."""
@@ -363,7 +343,7 @@ def _joinable_base64_length(dimensions: int) -> int | None:
     return dimensions * 4 // 3 * 4
 
 
-def _decode_joined(joined: str | bytes, rows: int, dimensions: int) -> np.ndarray | None:
+def _decode_joined(joined: bytes, rows: int, dimensions: int) -> np.ndarray | None:
     """Concatenated base64 vectors (lengths already checked) as a matrix; None if the
     text is not valid base64."""
     try:
