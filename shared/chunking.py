@@ -106,15 +106,18 @@ def _count_recurring(text: str) -> int:
 _WORD_CACHE_CHARS = 32
 
 
-@functools.lru_cache(maxsize=4096)
-def _cached_space_cost(word: str) -> int:
+def _space_cost(word: str) -> int:
+    """Tokens of " word" beyond those of "word" (a run of letters)."""
     return count_tokens(" " + word) - count_tokens(word)
 
 
-def _space_cost(word: str) -> int:
-    """Tokens of " word" beyond those of "word" (a run of letters)."""
+_cached_space_cost = functools.lru_cache(maxsize=4096)(_space_cost)
+
+
+def _first_word_space_cost(word: str) -> int:
+    """``_space_cost``, cached for the short words that start most chunks."""
     if len(word) > _WORD_CACHE_CHARS:
-        return count_tokens(" " + word) - count_tokens(word)
+        return _space_cost(word)
     return _cached_space_cost(word)
 
 
@@ -151,7 +154,7 @@ class _Tokenizer:
             total = first.tokens
         elif lead == " " and (word := _leading_letters(head)):
             # " Word" is one piece, "Word" another, and what follows splits the same.
-            total = first.tokens - _space_cost(word)
+            total = first.tokens - _first_word_space_cost(word)
         elif lead.strip(_LINE_BREAKS):
             total = self.count(head)
         else:
@@ -195,10 +198,6 @@ class _Tokenizer:
         if text.isascii():
             return len(text) - len(self._enc.decode_bytes(tokens[index:]))
         return self.char_cuts(text, tokens, [index])[0]
-
-    @staticmethod
-    def starts_word(token: int) -> bool:
-        return _token_starts_word(token)
 
 
 @functools.lru_cache(maxsize=16384)
@@ -429,7 +428,7 @@ class _Lexer:
             end = first + group
             cut = end
             for j in range(end, first + group // 4, -1):
-                if self._tok.starts_word(tokens[j]):
+                if _token_starts_word(tokens[j]):
                     cut = j
                     break
             token_cuts.append(cut)

@@ -61,7 +61,8 @@ def test_a_tail_from_a_piece_boundary_keeps_its_tokens() -> None:
 
 def test_space_cost_matches_the_tokenizer() -> None:
     for word in ["Word", "the", "x" * 40, "Élan", "漢字"]:
-        assert chunking._space_cost(word) == count_tokens(" " + word) - count_tokens(word)
+        expected = count_tokens(" " + word) - count_tokens(word)
+        assert chunking._first_word_space_cost(word) == expected
 
 
 def _plain_leading_letters(text: str) -> str | None:
