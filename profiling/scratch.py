@@ -64,7 +64,11 @@ def fresh_database(admin_url: str) -> str:
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
-    migrate(url)
+    try:
+        migrate(url)
+    except BaseException:
+        drop_database(admin_url, url)  # not left half-made on the caller's server
+        raise
     return url
 
 

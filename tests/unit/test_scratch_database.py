@@ -45,3 +45,19 @@ def test_an_embedded_server_is_stopped_after_the_run(
             assert conn.execute("SELECT 1").fetchone() == (1,)
         pid = int((home / "pg" / "postmaster.pid").read_text().split()[0])
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_database_whose_migration_fails_is_not_left_behind(
+    pg_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created: list[str] = []
+
+    def failing_migrate(url: str) -> None:
+        created.append(psycopg.conninfo.conninfo_to_dict(url)["dbname"])
+        assert created[0] in _databases(pg_admin_url)
+        raise RuntimeError("migration failed")
+
+    monkeypatch.setattr(scratch, "migrate", failing_migrate)
+    with pytest.raises(RuntimeError, match="migration failed"):
+        scratch.fresh_database(pg_admin_url)
+    assert created and created[0] not in _databases(pg_admin_url)
