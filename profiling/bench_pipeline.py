@@ -11,6 +11,12 @@ documents → 40,000 chunks × 1536 dims. The defaults here reproduce that shape
 On a shared 2-core VM one run can be 20% off the next for the host's sake alone:
 ``--repeat N`` runs N times, each on a fresh server, and reports the median run
 (and every run's figure); compare two versions of the code with runs interleaved.
+
+Each run also says where the CPU went: microseconds per chunk spent by the workers,
+PostgreSQL (when the server is on this machine), the emulator and everything else,
+and how busy the cores were (``profiling/cpu.py``). On a busy machine the sum bounds
+the throughput (cores × busy share / CPU per chunk), and a change shows in the part
+that paid for it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 import psutil
 
 from profiling import generators
+from profiling.cpu import CpuMeter, per_unit, postmaster_of, wait_for_backends_to_leave
 from profiling.scratch import scratch_database, scratch_dir
 from shared.db.connect import connect
 from shared.emulators.openai_api import DEFAULT_API_KEY
@@ -138,6 +145,8 @@ def _run_on(url: str, args: argparse.Namespace) -> dict[str, Any]:
         preload(settings)
         ctx = mp.get_context("fork")
         procs = [ctx.Process(target=_worker, args=(settings, url, s)) for s in range(args.workers)]
+        cpu = CpuMeter(postmaster_of(conn), psutil.Process(emulator.pid))
+        cpu.start()
         t1 = time.perf_counter()
         for p in procs:
             p.start()
@@ -148,6 +157,9 @@ def _run_on(url: str, args: argparse.Namespace) -> dict[str, Any]:
         wall = time.perf_counter() - t1
         watcher.stop.set()
         watcher.join()
+        if not wait_for_backends_to_leave(conn):
+            print("warning: worker connections outlived the workers; CPU figures are short")
+        spent = cpu.stop()
         row = conn.execute(
             "SELECT count(*) FILTER (WHERE status = 'complete') AS complete, count(*) AS docs,"
             " (SELECT count(*) FROM chunks WHERE embedding IS NOT NULL) AS chunks FROM documents"
@@ -172,6 +184,8 @@ def _run_on(url: str, args: argparse.Namespace) -> dict[str, Any]:
             "docs_per_second": round(row["docs"] / wall, 1),
             "peak_rss_mb_per_worker": round(max(watcher.peak_rss.values()) / 2**20, 1),
             "peak_uss_mb_per_worker": round(max(watcher.peak_uss.values()) / 2**20, 1),
+            "cpu_us_per_chunk": per_unit(spent, row["chunks"]),
+            "cores_busy_percent": round(spent["busy_percent"] or 0.0, 1),
             "index_seconds": round(index_s, 2),
         }
     finally:

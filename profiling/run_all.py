@@ -156,6 +156,8 @@ def metrics(benchmarks: dict[str, Any]) -> dict[str, dict[str, Any]]:
         put(f"{w}.chunks_per_s", r["chunks_per_second"], HIGHER)
         put(f"{w}.docs_per_s", r["docs_per_second"], HIGHER)
         put(f"{w}.peak_uss_mb_per_worker", r["peak_uss_mb_per_worker"], LOWER)
+        for part, us in (r.get("cpu_us_per_chunk") or {}).items():
+            put(f"{w}.cpu_us_per_chunk.{part}", us, LOWER)
     for row in benchmarks.get("memory", {}).get("rows", []):
         m = f"memory.{row['document']}"
         for stage, peak in row["stages"].items():

@@ -1,0 +1,111 @@
+"""The benchmark's CPU accounting counts processes that exit inside the window:
+worker processes the benchmark reaps, and PostgreSQL backends whose connection
+closed before the end."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+import psycopg
+import pytest
+
+from profiling.cpu import CpuMeter, per_unit, postmaster_of, wait_for_backends_to_leave
+
+# CPU time is read in clock ticks (10 ms) in places: allow a couple of them.
+_TICKS = 0.03
+
+
+def _burn(spent: Any) -> None:
+    total = 0
+    for i in range(3_000_000):
+        total += i
+    spent.value = time.process_time()
+
+
+def test_a_reaped_child_process_is_counted_as_a_worker() -> None:
+    spent = mp.get_context("fork").Value("d", 0.0)
+    meter = CpuMeter()
+    meter.start()
+    child = mp.get_context("fork").Process(target=_burn, args=(spent,))
+    child.start()
+    child.join()
+    seconds = meter.stop()
+    assert spent.value > 0
+    assert seconds["workers"] is not None
+    assert seconds["workers"] >= spent.value - _TICKS
+    assert seconds["postgres"] is None and seconds["emulator"] is None
+    assert seconds["all"] is not None and seconds["all"] >= seconds["workers"] - _TICKS
+
+
+def _backend_cpu(conn: psycopg.Connection[Any]) -> float:
+    """The CPU the connection's backend has spent so far."""
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def _backend_burn(conn: psycopg.Connection[Any]) -> float:
+    """Make the connection's backend work; the CPU it has spent so far."""
+    conn.execute("SELECT count(*) FROM generate_series(1, 2000000)").fetchone()
+    return _backend_cpu(conn)
+
+
+def test_backends_are_counted_whether_their_connection_closed_or_not(
+    fresh_db_url: Callable[..., str],
+) -> None:
+    url = fresh_db_url()
+    with psycopg.connect(url, autocommit=True) as conn, psycopg.connect(url) as kept:
+        postmaster = postmaster_of(conn)
+        if postmaster is None:
+            pytest.skip("the test server is not on this machine: its processes can't be read")
+        kept_before = _backend_cpu(kept)
+        meter = CpuMeter(postmaster)
+        meter.start()
+        with psycopg.connect(url) as closed:
+            closed_cpu = _backend_burn(closed)
+        kept_cpu = _backend_burn(kept)
+        assert not wait_for_backends_to_leave(conn, timeout=0)  # ``kept`` is still there
+        seconds = meter.stop()
+    assert closed_cpu > 0 and kept_cpu > 0
+    assert seconds["postgres"] is not None
+    assert seconds["postgres"] >= closed_cpu + (kept_cpu - kept_before) - 2 * _TICKS
+
+
+def _burn_on_signal(go: Any, done: Any, before: Any, spent: Any) -> None:
+    go.wait(30)
+    before.value = time.process_time()
+    _burn(spent)
+    done.set()
+    go.wait(30)  # stays alive (not reaped) until the meter has read it
+
+
+def test_a_live_process_is_counted_as_the_emulator() -> None:
+    ctx = mp.get_context("fork")
+    go, done = ctx.Event(), ctx.Event()
+    before, spent = ctx.Value("d", 0.0), ctx.Value("d", 0.0)
+    child = ctx.Process(target=_burn_on_signal, args=(go, done, before, spent))
+    child.start()
+    try:
+        meter = CpuMeter(emulator=psutil.Process(child.pid))
+        meter.start()
+        go.set()
+        assert done.wait(30)
+        seconds = meter.stop()
+    finally:
+        go.set()
+        child.join()
+    work = spent.value - before.value
+    assert work > 0
+    assert seconds["emulator"] is not None
+    assert work - _TICKS <= seconds["emulator"] <= spent.value + _TICKS
+    # Not reaped when stop() read it: not counted as a worker as well.
+    assert seconds["workers"] is not None and seconds["workers"] < _TICKS
+
+
+def test_per_unit_gives_microseconds_per_chunk_by_part() -> None:
+    seconds = {"workers": 2.0, "postgres": 1.0, "emulator": None, "busy_percent": 90.0}
+    assert per_unit(seconds, 10_000) == {"workers": 200.0, "postgres": 100.0, "emulator": None}
