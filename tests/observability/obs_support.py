@@ -17,13 +17,14 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from tests import polling
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60.0  # safety net only: every wait returns as soon as its condition holds
@@ -50,16 +51,8 @@ def wait_until(
     timeout: float = TIMEOUT,
     on_timeout: Callable[[], str] | None = None,
 ) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = on_timeout() if on_timeout else ""
-            raise AssertionError(f"timed out waiting for {what}\n{extra}")
-        time.sleep(0.02)
+    """``tests.polling.wait_until`` with this module's safety-net timeout."""
+    return polling.wait_until(check, what, timeout, on_timeout)
 
 
 def free_port() -> int:

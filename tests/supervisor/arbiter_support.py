@@ -7,12 +7,13 @@ import json
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from tests import polling
 
 HERE = Path(__file__).resolve().parent
 HARNESS = HERE / "arbiter_harness.py"
@@ -42,16 +43,8 @@ def wait_until(
     timeout: float = TIMEOUT,
     on_timeout: Callable[[], str] | None = None,
 ) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = on_timeout() if on_timeout else ""
-            raise AssertionError(f"timed out waiting for {what}\n{extra}")
-        time.sleep(0.02)
+    """``tests.polling.wait_until`` with this module's safety-net timeout."""
+    return polling.wait_until(check, what, timeout, on_timeout)
 
 
 class ArbiterRun:
