@@ -193,6 +193,15 @@ def _run_on(url: str, args: argparse.Namespace) -> dict[str, Any]:
         emulator.wait(10)
 
 
+def _run_line(r: dict[str, Any]) -> str:
+    cpu = r["cpu_us_per_chunk"]
+    parts = ", ".join(f"{k} {v:.0f}" for k, v in cpu.items() if v is not None and k != "all")
+    return (
+        f"{r['chunks_per_second']} chunks/s; CPU {cpu['all']:.0f} µs per chunk ({parts}),"
+        f" cores {r['cores_busy_percent']:.0f} % busy"
+    )
+
+
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run with the median chunks/s, with every run's figure and the highest
     memory peaks of all runs."""
@@ -227,8 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for i in range(args.repeat):
         runs.append(run(args))
         if args.repeat > 1:
-            figure = runs[-1]["chunks_per_second"]
-            print(f"run {i + 1}/{args.repeat}: {figure} chunks/s", flush=True)
+            print(f"run {i + 1}/{args.repeat}: {_run_line(runs[-1])}", flush=True)
     result = median_run(runs)
     for k, v in result.items():
         print(f"{k:>24}: {v}")
