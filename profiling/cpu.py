@@ -69,14 +69,21 @@ def postmaster_of(conn: psycopg.Connection[Any]) -> psutil.Process | None:
 
 def _server(postmaster: psutil.Process) -> float:
     """Everything the server spent: the postmaster, its reaped children (backends
-    gone), and its live ones (backends, WAL writer, checkpointer, ...)."""
-    total = _with_reaped(postmaster)
-    for child in postmaster.children():
-        try:
-            total += _own(child)
-        except psutil.NoSuchProcess:
-            continue  # exited between the listing and the reading: reaped next time
-    return total
+    gone), and its live ones (backends, WAL writer, checkpointer, ...).
+
+    A backend reaped while its siblings are being read would be counted in neither
+    place (or in both): read again until the reaped total stays the same around
+    the reading of the live ones."""
+    while True:
+        before = _with_reaped(postmaster)
+        live = 0.0
+        for child in postmaster.children():
+            try:
+                live += _own(child)
+            except psutil.NoSuchProcess:
+                break  # reaped under us: the totals below differ, read again
+        if _with_reaped(postmaster) == before:
+            return before + live
 
 
 @dataclass(frozen=True)

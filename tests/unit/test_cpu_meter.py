@@ -13,7 +13,13 @@ import psutil
 import psycopg
 import pytest
 
-from profiling.cpu import CpuMeter, per_unit, postmaster_of, wait_for_backends_to_leave
+from profiling.cpu import (
+    CpuMeter,
+    _server,
+    per_unit,
+    postmaster_of,
+    wait_for_backends_to_leave,
+)
 
 # CPU time is read in clock ticks (10 ms) in places: allow a couple of them.
 _TICKS = 0.03
@@ -109,3 +115,41 @@ def test_a_live_process_is_counted_as_the_emulator() -> None:
 def test_per_unit_gives_microseconds_per_chunk_by_part() -> None:
     seconds = {"workers": 2.0, "postgres": 1.0, "emulator": None, "busy_percent": 90.0}
     assert per_unit(seconds, 10_000) == {"workers": 200.0, "postgres": 100.0, "emulator": None}
+
+
+class _Times:
+    def __init__(self, own: float, reaped: float = 0.0) -> None:
+        self.user, self.system = own, 0.0
+        self.children_user, self.children_system = reaped, 0.0
+
+
+class _Child:
+    def __init__(self, cpu: float) -> None:
+        self.cpu = cpu
+
+    def cpu_times(self) -> _Times:
+        return _Times(self.cpu)
+
+
+class _Postmaster:
+    """A server whose one backend (3 s of CPU) is reaped while the first listing of
+    its children is being read: listed, but gone from the live ones by then."""
+
+    def __init__(self) -> None:
+        self.reaped = 1.0
+        self.listings = 0
+
+    def cpu_times(self) -> _Times:
+        return _Times(0.5, self.reaped)
+
+    def children(self) -> list[_Child]:
+        self.listings += 1
+        if self.listings == 1:
+            self.reaped += 3.0  # the backend's CPU moves to the postmaster's children times
+        return [_Child(2.0)]  # the checkpointer, alive throughout
+
+
+def test_a_backend_reaped_during_the_reading_is_counted_once() -> None:
+    postmaster = _Postmaster()
+    assert _server(postmaster) == 0.5 + 4.0 + 2.0  # type: ignore[arg-type]
+    assert postmaster.listings == 2
