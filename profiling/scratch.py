@@ -43,7 +43,7 @@ def scratch_dir(prefix: str) -> Path:
 def scratch_database(database_url: str | None, prefix: str) -> Iterator[str]:
     """A new, migrated database for one run, gone afterwards: on the server at
     ``database_url`` (dropped), else on a new embedded server in a scratch directory
-    (stopped, so that it does not checkpoint under the next run; its files go at exit).
+    (stopped, so that it does not checkpoint under the next run, and its files deleted).
     """
     home = None if database_url else scratch_dir(prefix)
     admin = database_url or embedded_url(home)  # type: ignore[arg-type]
@@ -54,6 +54,9 @@ def scratch_database(database_url: str | None, prefix: str) -> Iterator[str]:
     finally:
         if home is not None:
             release_embedded(home)
+            # Now, not at exit: a run leaves ~1 GB there, and files kept until the end of
+            # a --repeat series are written back to disk under the runs that follow it.
+            shutil.rmtree(home, ignore_errors=True)
         elif url is not None:
             drop_database(admin, url)
 

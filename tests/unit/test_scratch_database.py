@@ -34,7 +34,7 @@ def test_a_database_is_dropped_when_the_run_fails(pg_admin_url: str) -> None:
     assert name not in _databases(pg_admin_url)
 
 
-def test_an_embedded_server_is_stopped_after_the_run(
+def test_an_embedded_server_is_stopped_and_its_files_deleted_after_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home = tmp_path / "server"
@@ -45,6 +45,7 @@ def test_an_embedded_server_is_stopped_after_the_run(
             assert conn.execute("SELECT 1").fetchone() == (1,)
         pid = int((home / "pg" / "postmaster.pid").read_text().split()[0])
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not home.exists()  # deleted after the run, not left for the next runs' disk
 
 
 def test_a_database_whose_migration_fails_is_not_left_behind(
