@@ -22,6 +22,7 @@ from shared.emulators.llamaparse_api import DEFAULT_API_KEY
 from shared.llamaparse import sign
 from shared.settings import Settings
 from supervisor.http.app import RUNNER_OPTIONS, build_app
+from tests import polling
 
 SECRET = "whsec-test-0123456789abcdef"
 
@@ -186,15 +187,8 @@ def snapshot(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 
 
 def wait_for(predicate: Callable[[], Any], *, within: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy (a safety-net deadline only)."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    """``tests.polling.wait_until`` under this harness's argument names."""
+    return polling.wait_until(predicate, what, within)
 
 
 # -- fixtures (imported by the conftest of each test directory that uses them) ----------
