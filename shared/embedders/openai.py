@@ -311,10 +311,9 @@ def _decode_usual(
     (~2x faster than the general path below). None for anything else (escapes in a
     string, floats, another order), which the general path then decodes or rejects
     with a message naming the problem."""
-    length = _joinable_base64_length(dimensions)
-    if length is None:
-        return None
-    quoted = length + 2
+    if (dimensions * 4) % 3:
+        return None  # padded base64: vectors cannot simply be concatenated
+    quoted = dimensions * 4 // 3 * 4 + 2
     try:
         response = _RESPONSE.decode(content)
     except msgspec.DecodeError:  # includes ValidationError: not the usual shape
@@ -328,29 +327,13 @@ def _decode_usual(
         if item.index != i or len(raw) != quoted or raw[0] != _QUOTE:
             return None
         strings.append(raw[1:-1])
-    matrix = _decode_joined(b"".join(strings), expected, dimensions)
-    if matrix is None:
-        return None
-    usage = response.usage
-    return matrix, _prompt_tokens(usage.prompt_tokens if usage is not None else None)
-
-
-def _joinable_base64_length(dimensions: int) -> int | None:
-    """The base64 length of one vector, if vectors can be decoded concatenated: None
-    when the encoding is padded, which only the per-vector path can decode."""
-    if (dimensions * 4) % 3:
-        return None
-    return dimensions * 4 // 3 * 4
-
-
-def _decode_joined(joined: bytes, rows: int, dimensions: int) -> np.ndarray | None:
-    """Concatenated base64 vectors (lengths already checked) as a matrix; None if the
-    text is not valid base64."""
     try:
-        buffer = pybase64.b64decode(joined, validate=True)
+        buffer = pybase64.b64decode(b"".join(strings), validate=True)
     except (binascii.Error, ValueError):
         return None
-    return np.frombuffer(buffer, dtype="<f4").reshape(rows, dimensions)
+    matrix = np.frombuffer(buffer, dtype="<f4").reshape(expected, dimensions)
+    usage = response.usage
+    return matrix, _prompt_tokens(usage.prompt_tokens if usage is not None else None)
 
 
 def _decode_each(data: list[Any], expected: int, dimensions: int) -> np.ndarray:
