@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 import psycopg
+from psycopg.rows import tuple_row
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -51,12 +52,17 @@ def _reaped_children() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _scalar(conn: psycopg.Connection[Any], query: str) -> Any:
+    """The one value ``query`` returns, whatever row factory ``conn`` has."""
+    row = conn.cursor(row_factory=tuple_row).execute(query).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def postmaster_of(conn: psycopg.Connection[Any]) -> psutil.Process | None:
     """The local postmaster behind ``conn``, or None when the server is not on this
     machine (or not visible to this user): a backend's parent is its postmaster."""
-    row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    pid = row[0] if isinstance(row, tuple) else next(iter(row.values()))
+    pid = _scalar(conn, "SELECT pg_backend_pid()")
     try:
         backend = psutil.Process(pid)
         parent = backend.parent()
@@ -76,13 +82,13 @@ def _server(postmaster: psutil.Process) -> float:
     the reading of the live ones."""
     while True:
         before = _with_reaped(postmaster)
-        live = 0.0
+        live, complete = 0.0, True
         for child in postmaster.children():
             try:
                 live += _own(child)
             except psutil.NoSuchProcess:
-                break  # reaped under us: the totals below differ, read again
-        if _with_reaped(postmaster) == before:
+                complete = False  # reaped under us: read everything again
+        if complete and _with_reaped(postmaster) == before:
             return before + live
 
 
@@ -165,13 +171,12 @@ def wait_for_backends_to_leave(
     postmaster has reaped it. False if others are still there at ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
-        row = conn.execute(
+        others = _scalar(
+            conn,
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-            " AND datname = current_database()"
-        ).fetchone()
-        assert row is not None
-        others = row[0] if isinstance(row, tuple) else next(iter(row.values()))
+            " AND datname = current_database()",
+        )
         if not others:
             return True
         if time.monotonic() > deadline:

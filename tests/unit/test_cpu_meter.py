@@ -153,3 +153,25 @@ def test_a_backend_reaped_during_the_reading_is_counted_once() -> None:
     postmaster = _Postmaster()
     assert _server(postmaster) == 0.5 + 4.0 + 2.0  # type: ignore[arg-type]
     assert postmaster.listings == 2
+
+
+class _Vanished:
+    def cpu_times(self) -> _Times:
+        raise psutil.NoSuchProcess(4242)
+
+
+class _QuietPostmaster(_Postmaster):
+    """A backend that used less CPU than the clock counts exits while the first listing
+    is read: the reaped total does not move, and the siblings listed after it count."""
+
+    def children(self) -> list[Any]:  # type: ignore[override]
+        self.listings += 1
+        if self.listings == 1:
+            return [_Vanished(), _Child(2.0)]
+        return [_Child(2.0)]
+
+
+def test_a_backend_gone_without_a_trace_does_not_hide_its_siblings() -> None:
+    postmaster = _QuietPostmaster()
+    assert _server(postmaster) == 0.5 + 1.0 + 2.0  # type: ignore[arg-type]
+    assert postmaster.listings == 2
