@@ -19,9 +19,9 @@ import random
 import time
 from collections.abc import Iterator
 
+from ingestd.shared.chunking import Chunker
+from ingestd.shared.tokens import get_encoding
 from profiling import generators
-from shared.chunking import Chunker
-from shared.tokens import get_encoding
 
 SHAPES = ((96, 8), (512, 64))
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import psycopg
 
+from ingestd.shared.db import jobs
+from ingestd.shared.db.connect import connect
 from profiling.scratch import scratch_database
-from shared.db import jobs
-from shared.db.connect import connect
 
 
 def _fill(url: str, n: int) -> None:

@@ -34,14 +34,14 @@ from typing import Any
 
 import psutil
 
+from ingestd.shared.db.connect import connect
+from ingestd.shared.ingest import ingest_file
+from ingestd.shared.settings import Settings, load_settings
+from ingestd.workers.process import preload
 from profiling import generators
 from profiling.cpu import CpuMeter, per_unit, postmaster_of, wait_for_backends_to_leave
 from profiling.scratch import scratch_database, scratch_dir
-from shared.db.connect import connect
-from shared.emulators.openai_api import DEFAULT_API_KEY
-from shared.ingest import ingest_file
-from shared.settings import Settings, load_settings
-from workers.process import preload
+from tests.emulators.openai_api import DEFAULT_API_KEY
 
 
 def start_emulator(*extra: str) -> tuple[subprocess.Popen[str], str]:
@@ -49,7 +49,7 @@ def start_emulator(*extra: str) -> tuple[subprocess.Popen[str], str]:
         [
             sys.executable,
             "-m",
-            "shared.emulators.cli",
+            "tests.emulators",
             "openai",
             "--port",
             "0",
@@ -168,7 +168,7 @@ def _run_on(url: str, args: argparse.Namespace) -> dict[str, Any]:
         if row["complete"] != row["docs"]:
             raise RuntimeError(f"only {row['complete']} of {row['docs']} documents completed")
         t2 = time.perf_counter()
-        from workers.maintenance import maybe_build_index
+        from ingestd.workers.maintenance import maybe_build_index
 
         if not args.skip_index:
             maybe_build_index(url, min_rows=1)

@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ingestd.shared.db.connect import connect
+from ingestd.shared.ingest import ingest_file
+from ingestd.shared.settings import Settings, load_settings
 from profiling import generators
 from profiling.scratch import scratch_database, scratch_dir
-from shared.db.connect import connect
-from shared.emulators.openai_api import DEFAULT_API_KEY, OpenAIEmulator, OpenAIEmulatorConfig
-from shared.emulators.runner import running
-from shared.ingest import ingest_file
-from shared.settings import Settings, load_settings
+from tests.emulators.openai_api import DEFAULT_API_KEY, OpenAIEmulator, OpenAIEmulatorConfig
+from tests.emulators.runner import running
 
 
 def _worker(settings: Settings, url: str, slot: int) -> None:

@@ -42,26 +42,26 @@ from typing import Any, TypeVar
 
 import psutil
 
+from ingestd.shared.batching import BatchItem, batch_weight, pack
+from ingestd.shared.db import chunks, jobs
+from ingestd.shared.db.connect import connect, database_url
+from ingestd.shared.db.embedded import embedded_url
+from ingestd.shared.db.space import ensure_space
+from ingestd.shared.ingest import ingest_file
+from ingestd.shared.settings import Settings, load_settings
+from ingestd.shared.states import Status
+from ingestd.shared.telemetry.metrics import Metrics
+from ingestd.shared.tokens import get_encoding
+from ingestd.workers.base import Worker
+from ingestd.workers.context import StageContext
+from ingestd.workers.embedding import build_embedder, space_for
+from ingestd.workers.stages import chunk, embed, finalize, parse
+from ingestd.workers.stages.embed import close_runner
 from profiling import generators
 from profiling.bench_pipeline import start_emulator
 from profiling.scratch import drop_database, fresh_database, scratch_dir
 from profiling.worker_setup import daemon_like_worker
-from shared.batching import BatchItem, batch_weight, pack
-from shared.db import chunks, jobs
-from shared.db.connect import connect, database_url
-from shared.db.embedded import embedded_url
-from shared.db.space import ensure_space
-from shared.emulators.openai_api import DEFAULT_API_KEY
-from shared.ingest import ingest_file
-from shared.settings import Settings, load_settings
-from shared.states import Status
-from shared.telemetry.metrics import Metrics
-from shared.tokens import get_encoding
-from workers.base import Worker
-from workers.context import StageContext
-from workers.embedding import build_embedder, space_for
-from workers.stages import chunk, embed, finalize, parse
-from workers.stages.embed import close_runner
+from tests.emulators.openai_api import DEFAULT_API_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "profiling" / "out"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import psycopg
 
-from shared.db.embedded import embedded_url, release_embedded
-from shared.db.migrate import migrate
+from ingestd.shared.db.embedded import embedded_url, release_embedded
+from ingestd.shared.db.migrate import migrate
 
 
 def scratch_dir(prefix: str) -> Path:

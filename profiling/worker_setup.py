@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from shared.malloc import tune_malloc
-from shared.settings import Settings
-from workers.base import Worker
-from workers.embedding import build_embedder
-from workers.stages.embed import close_runner
+from ingestd.shared.malloc import tune_malloc
+from ingestd.shared.settings import Settings
+from ingestd.workers.base import Worker
+from ingestd.workers.embedding import build_embedder
+from ingestd.workers.stages.embed import close_runner
 
 
 @contextlib.contextmanager

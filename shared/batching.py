@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import InvalidInput
-from shared.tokens import estimate_api_tokens
+from ingestd.shared.errors import InvalidInput
+from ingestd.shared.tokens import estimate_api_tokens
 
 __all__ = ["BatchItem", "BatchLimits", "batch_weight", "item_weight", "pack"]
 

@@ -32,9 +32,9 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from shared.errors import IngestError
-from shared.token_joins import PUNCT, UNKNOWN, WORD, JoinCounter, kind
-from shared.tokens import count_tokens, get_encoding
+from ingestd.shared.errors import IngestError
+from ingestd.shared.token_joins import PUNCT, UNKNOWN, WORD, JoinCounter, kind
+from ingestd.shared.tokens import count_tokens, get_encoding
 
 __all__ = ["Chunk", "Chunker"]
 

@@ -16,8 +16,8 @@ from typing import Any, BinaryIO
 
 import psycopg
 
-from shared.db.blobs import write_blob
-from shared.errors import IngestError
+from ingestd.shared.db.blobs import write_blob
+from ingestd.shared.errors import IngestError
 
 # Fixed namespace: document ids are stable across installations.
 DOCUMENT_NAMESPACE = uuid.UUID("5b2f6f0e-3c1a-4d7e-9a55-1e0c8f7d2a61")
@@ -49,7 +49,7 @@ class IngestResult:
 def sniff_mime(filename: str, head: bytes) -> str:
     """The parser library's detection; an undetectable type is stored as octet-stream
     so the parse stage records the classified error on the document."""
-    from shared.parsers import detect_mime
+    from ingestd.shared.parsers import detect_mime
 
     try:
         return detect_mime(filename, head)

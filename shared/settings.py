@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from shared.errors import ConfigError
+from ingestd.shared.errors import ConfigError
 
 # Keys read from a standard (non-INGESTD_) environment variable.
 STANDARD_ENV: dict[str, str] = {

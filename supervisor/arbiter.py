@@ -44,26 +44,26 @@ import psutil
 import psycopg
 from psycopg import conninfo
 
-from shared.db import jobs, reports
-from shared.db.connect import connect, database_url
-from shared.db.migrate import migrate
-from shared.errors import ConfigError, ErrorClass
-from shared.settings import Settings, load_settings
-from shared.states import Status
-from shared.telemetry import sentry
-from shared.telemetry.context import STAGES
-from shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
-from shared.telemetry.metrics import Metrics
-from shared.telemetry.scrub import register_secret
-from supervisor import control
-from supervisor.children import Child, Death, Kind, Reason, classify
-from supervisor.memory import MemoryLimits, Verdict, megabytes, read_uss
-from supervisor.proctitle import http_title, set_title, supervisor_title, worker_title
-from supervisor.restarts import RestartPolicy
-from supervisor.sdnotify import SdNotifyError, SystemdNotifier
-from supervisor.signals import SignalQueue, blocked
-from supervisor.signals import name as signal_name
-from workers.channel import ChannelReader
+from ingestd.shared.db import jobs, reports
+from ingestd.shared.db.connect import connect, database_url
+from ingestd.shared.db.migrate import migrate
+from ingestd.shared.errors import ConfigError, ErrorClass
+from ingestd.shared.settings import Settings, load_settings
+from ingestd.shared.states import Status
+from ingestd.shared.telemetry import sentry
+from ingestd.shared.telemetry.context import STAGES
+from ingestd.shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
+from ingestd.shared.telemetry.metrics import Metrics
+from ingestd.shared.telemetry.scrub import register_secret
+from ingestd.supervisor import control
+from ingestd.supervisor.children import Child, Death, Kind, Reason, classify
+from ingestd.supervisor.memory import MemoryLimits, Verdict, megabytes, read_uss
+from ingestd.supervisor.proctitle import http_title, set_title, supervisor_title, worker_title
+from ingestd.supervisor.restarts import RestartPolicy
+from ingestd.supervisor.sdnotify import SdNotifyError, SystemdNotifier
+from ingestd.supervisor.signals import SignalQueue, blocked
+from ingestd.supervisor.signals import name as signal_name
+from ingestd.workers.channel import ChannelReader
 
 EXIT_OK = 0
 EXIT_CRASH_LOOP = 1
@@ -348,14 +348,14 @@ class Arbiter:
         module fails ``ingestd run`` now, not every child forever; and the imported code is
         shared copy-on-write by every child."""
         if self._worker_target is None:
-            from workers.process import worker_main
+            from ingestd.workers.process import worker_main
 
             self._worker_target = worker_main
         if self.with_http and self._http_target is None:
-            from supervisor.http.app import http_main
+            from ingestd.supervisor.http.app import http_main
 
             self._http_target = http_main
-        from workers.process import preload
+        from ingestd.workers.process import preload
 
         preload(self.settings)
 
@@ -1266,8 +1266,8 @@ def _check_embedding_space(url: str, settings: Settings) -> None:
     """Refuse to start (or reload) with an embedder that cannot work or that does not
     match the vectors already stored: before any worker is forked, with a message that
     says what to set or install."""
-    from shared.db.space import ensure_space
-    from workers.embedding import space_for
+    from ingestd.shared.db.space import ensure_space
+    from ingestd.workers.embedding import space_for
 
     wanted = space_for(settings)
     with connect(url, autocommit=True, application_name="ingestd-supervisor-check") as conn:

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ConfigError
-from shared.settings import Settings, load_settings
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, default=_json_default, sort_keys=False)
+from ingestd.shared.errors import ConfigError
+from ingestd.shared.jsonout import dumps
+from ingestd.shared.settings import Settings, load_settings
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -30,9 +20,9 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 def _db(settings: Settings, *, migrate: bool = True) -> Any:
     """A connection for a command. Commands that write migrate first; read-only
     commands only check the schema, so they work against a read-only replica."""
-    from shared.db.connect import connect, database_url
-    from shared.db.migrate import current_version, latest_version
-    from shared.db.migrate import migrate as run_migrations
+    from ingestd.shared.db.connect import connect, database_url
+    from ingestd.shared.db.migrate import current_version, latest_version
+    from ingestd.shared.db.migrate import migrate as run_migrations
 
     url = database_url(settings)
     if migrate:
@@ -50,7 +40,7 @@ def _db(settings: Settings, *, migrate: bool = True) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from supervisor.arbiter import Arbiter
+    from ingestd.supervisor.arbiter import Arbiter
 
     settings = _settings(args, workers=args.workers)
     overrides = {"workers": args.workers} if args.workers else None
@@ -65,7 +55,7 @@ INGEST_GROUP = 200  # files per transaction: one durable commit per group, not p
 def cmd_ingest(args: argparse.Namespace) -> int:
     from itertools import islice
 
-    from shared.ingest import IngestResult, ingest_file, iter_paths
+    from ingestd.shared.ingest import IngestResult, ingest_file, iter_paths
 
     settings = _settings(args)
     conn = _db(settings)
@@ -73,7 +63,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     rejected = 0
     metrics = None
     if settings.statsd_host:
-        from shared.telemetry.metrics import Metrics
+        from ingestd.shared.telemetry.metrics import Metrics
 
         metrics = Metrics.from_settings(
             settings.statsd_host, settings.statsd_port, settings.statsd_prefix, role="supervisor"
@@ -106,7 +96,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print("nothing to ingest: no files found", file=sys.stderr)
         return 1
     if args.wait:
-        from supervisor.progress import wait_for_documents
+        from ingestd.supervisor.progress import wait_for_documents
 
         ids = [r.document_id for r in results if r.document_id is not None]
         ok = wait_for_documents(
@@ -117,7 +107,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from supervisor.status import gather_status, render_status, watch_status
+    from ingestd.supervisor.status import gather_status, render_status, watch_status
 
     settings = _settings(args)
     conn = _db(settings, migrate=False)
@@ -132,8 +122,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from shared.db import reports
-    from supervisor.status import render_document
+    from ingestd.shared.db import reports
+    from ingestd.supervisor.status import render_document
 
     settings = _settings(args)
     conn = _db(settings, migrate=False)
@@ -151,7 +141,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from workers.search import search
+    from ingestd.workers.search import search
 
     settings = _settings(args)
     conn = _db(settings, migrate=False)
@@ -172,8 +162,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from shared.db.connect import database_url
-    from shared.db.migrate import migrate
+    from ingestd.shared.db.connect import database_url
+    from ingestd.shared.db.migrate import migrate
 
     settings = _settings(args)
     url = database_url(settings)
@@ -186,7 +176,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from workers.admin import retry_documents
+    from ingestd.workers.admin import retry_documents
 
     settings = _settings(args)
     conn = _db(settings)
@@ -196,7 +186,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from shared.db import reports
+    from ingestd.shared.db import reports
 
     settings = _settings(args)
     conn = _db(settings)
@@ -218,7 +208,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_reembed(args: argparse.Namespace) -> int:
-    from workers.admin import reembed
+    from ingestd.workers.admin import reembed
 
     settings = _settings(args)
     conn = _db(settings)
@@ -227,14 +217,8 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_emulator(args: argparse.Namespace) -> int:
-    from shared.emulators.cli import main as emulator_main
-
-    return emulator_main(args.emulator_args)
-
-
 def cmd_profile(args: argparse.Namespace) -> int:
-    from supervisor.control import request_profile
+    from ingestd.supervisor.control import request_profile
 
     settings = _settings(args)
     path = request_profile(settings, slot=args.slot)
@@ -245,8 +229,18 @@ def cmd_profile(args: argparse.Namespace) -> int:
 # -- parser ---------------------------------------------------------------------
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ingestd")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ingestd", description=__doc__)
+    p.add_argument("--version", action="version", version=f"ingestd {_version()}")
     p.add_argument("--config", help="TOML settings file (or INGESTD_CONFIG)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -299,9 +293,6 @@ def build_parser() -> argparse.ArgumentParser:
         "switch the embedding model: drop all vectors and re-embed every document",
     )
     sp.add_argument("--yes", action="store_true", help="confirm dropping existing vectors")
-
-    sp = add("emulator", cmd_emulator, "run a local emulator of an external API (for tests)")
-    sp.add_argument("emulator_args", nargs=argparse.REMAINDER)
 
     sp = add("profile", cmd_profile, "record a running worker's next document with memray")
     sp.add_argument("--slot", type=int, default=0)

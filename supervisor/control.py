@@ -30,11 +30,11 @@ import psutil
 import psycopg
 from psycopg.types.json import Jsonb
 
-from shared.db.connect import connect, database_url
-from shared.errors import ConfigError
-from shared.settings import Settings
-from shared.states import TERMINAL, Status
-from supervisor.proctitle import is_supervisor_title
+from ingestd.shared.db.connect import connect, database_url
+from ingestd.shared.errors import ConfigError
+from ingestd.shared.settings import Settings
+from ingestd.shared.states import TERMINAL, Status
+from ingestd.supervisor.proctitle import is_supervisor_title
 
 PID_FILE = "supervisor.pid"
 PROFILES_DIR = "profiles"

@@ -22,7 +22,7 @@ from enum import Enum
 
 import psutil
 
-from shared.settings import Settings
+from ingestd.shared.settings import Settings
 
 MB = 1024 * 1024
 

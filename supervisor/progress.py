@@ -10,7 +10,7 @@ from uuid import UUID
 
 import psycopg
 
-from shared.states import TERMINAL
+from ingestd.shared.states import TERMINAL
 
 
 def _statuses(conn: psycopg.Connection[Any], ids: list[UUID]) -> dict[UUID, dict[str, Any]]:

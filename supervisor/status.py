@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from shared.db import reports
+from ingestd.shared.db import reports
 
 
 def gather_status(conn: psycopg.Connection[Any]) -> dict[str, Any]:

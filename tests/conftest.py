@@ -17,11 +17,11 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from shared.db.connect import connect
-from shared.db.embedded import embedded_url
-from shared.db.migrate import migrate
-from shared.ingest import IngestResult, ingest_stream
-from shared.settings import Settings, load_settings
+from ingestd.shared.db.connect import connect
+from ingestd.shared.db.embedded import embedded_url
+from ingestd.shared.db.migrate import migrate
+from ingestd.shared.ingest import IngestResult, ingest_stream
+from ingestd.shared.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,8 +129,8 @@ def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def openai_emulator() -> Iterator[Any]:
     """A real OpenAI embeddings emulator on a loopback port, in a background thread."""
-    from shared.emulators.openai_api import OpenAIEmulator
-    from shared.emulators.runner import running
+    from tests.emulators.openai_api import OpenAIEmulator
+    from tests.emulators.runner import running
 
     with running(OpenAIEmulator()) as api:
         yield api
@@ -142,7 +142,7 @@ def openai_settings(
     openai_emulator: Any,
 ) -> Callable[..., Settings]:
     """Settings for the ``openai`` embedder pointed at the emulator."""
-    from shared.emulators.openai_api import DEFAULT_API_KEY
+    from tests.emulators.openai_api import DEFAULT_API_KEY
 
     def make(**overrides: Any) -> Settings:
         overrides.setdefault("embedder", "openai")

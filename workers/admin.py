@@ -6,11 +6,11 @@ from typing import Any
 
 import psycopg
 
-from shared.db.reports import find_document_id
-from shared.db.space import current_space, switch_space
-from shared.errors import ConfigError
-from shared.settings import Settings
-from workers.embedding import space_for
+from ingestd.shared.db.reports import find_document_id
+from ingestd.shared.db.space import current_space, switch_space
+from ingestd.shared.errors import ConfigError
+from ingestd.shared.settings import Settings
+from ingestd.workers.embedding import space_for
 
 
 def retry_documents(conn: psycopg.Connection[Any], refs: list[str], *, all_failed: bool) -> int:

@@ -18,19 +18,19 @@ from uuid import UUID
 
 import psycopg
 
-from shared.db import jobs
-from shared.db.connect import connect
-from shared.errors import IngestError, LeaseLost, unexpected
-from shared.settings import Settings
-from shared.states import Status
-from shared.telemetry import context, sentry
-from shared.telemetry.logs import get_logger
-from shared.telemetry.metrics import Metrics
-from workers.channel import WorkerChannel
-from workers.context import StageContext, StopFlag, StopRequested
-from workers.group import groupable, run_group
-from workers.maintenance import IndexMaintainer, maybe_build_index
-from workers.stages import STAGES
+from ingestd.shared.db import jobs
+from ingestd.shared.db.connect import connect
+from ingestd.shared.errors import IngestError, LeaseLost, unexpected
+from ingestd.shared.settings import Settings
+from ingestd.shared.states import Status
+from ingestd.shared.telemetry import context, sentry
+from ingestd.shared.telemetry.logs import get_logger
+from ingestd.shared.telemetry.metrics import Metrics
+from ingestd.workers.channel import WorkerChannel
+from ingestd.workers.context import StageContext, StopFlag, StopRequested
+from ingestd.workers.group import groupable, run_group
+from ingestd.workers.maintenance import IndexMaintainer, maybe_build_index
+from ingestd.workers.stages import STAGES
 
 log = get_logger("ingestd.worker")
 
@@ -95,8 +95,8 @@ class Worker:
 
     def prepare(self) -> None:
         """Refuse to work in an embedding space other than the database's."""
-        from shared.db.space import ensure_space
-        from workers.embedding import space_for
+        from ingestd.shared.db.space import ensure_space
+        from ingestd.workers.embedding import space_for
 
         ensure_space(self.conn, space_for(self.settings))
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shared.db.space import EmbeddingSpace
-from shared.embedders import local  # light: torch is imported only when the model loads
-from shared.embedders.models import NATIVE_DIMENSIONS
-from shared.errors import ConfigError, ErrorClass
-from shared.resilience import AttemptEvent
-from shared.settings import Settings
-from shared.telemetry.metrics import Metrics
+from ingestd.shared.db.space import EmbeddingSpace
+from ingestd.shared.embedders import local  # light: torch is imported only when the model loads
+from ingestd.shared.embedders.models import NATIVE_DIMENSIONS
+from ingestd.shared.errors import ConfigError, ErrorClass
+from ingestd.shared.resilience import AttemptEvent
+from ingestd.shared.settings import Settings
+from ingestd.shared.telemetry.metrics import Metrics
 
 HASH_DEFAULT_DIMS = 384
 
@@ -75,7 +75,7 @@ def input_limit(settings: Settings) -> int:
 def build_embedder(settings: Settings, metrics: Metrics | None = None) -> Any:
     """Construct the embedder (opens no connection yet); ``metrics`` receives the
     API's latency, retries, 429s and breaker transitions."""
-    from shared.embedders import make_embedder
+    from ingestd.shared.embedders import make_embedder
 
     space = space_for(settings)
     if space.embedder == "openai":

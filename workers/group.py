@@ -41,26 +41,26 @@ from uuid import UUID
 
 import numpy as np
 
-from shared.batching import BatchItem, pack
-from shared.db import blobs, chunks, jobs, segments
-from shared.db.chunks import ChunkRow
-from shared.embedders.pricing import cost_usd
-from shared.errors import IngestError, LeaseLost, TransientError, unexpected
-from shared.parsers import iter_blocks
-from shared.settings import Settings
-from shared.states import ACTIVE_OF, Status
-from shared.telemetry import context
-from shared.telemetry.logs import get_logger
-from workers.context import StopRequested
-from workers.embedding import input_limit
-from workers.stages import chunk as chunk_stage
-from workers.stages import finalize as finalize_stage
-from workers.stages import parse as parse_stage
-from workers.stages.chunk import make_chunker
-from workers.stages.embed import embed_batches, limits_for, worker_runner
+from ingestd.shared.batching import BatchItem, pack
+from ingestd.shared.db import blobs, chunks, jobs, segments
+from ingestd.shared.db.chunks import ChunkRow
+from ingestd.shared.embedders.pricing import cost_usd
+from ingestd.shared.errors import IngestError, LeaseLost, TransientError, unexpected
+from ingestd.shared.parsers import iter_blocks
+from ingestd.shared.settings import Settings
+from ingestd.shared.states import ACTIVE_OF, Status
+from ingestd.shared.telemetry import context
+from ingestd.shared.telemetry.logs import get_logger
+from ingestd.workers.context import StopRequested
+from ingestd.workers.embedding import input_limit
+from ingestd.workers.stages import chunk as chunk_stage
+from ingestd.workers.stages import finalize as finalize_stage
+from ingestd.workers.stages import parse as parse_stage
+from ingestd.workers.stages.chunk import make_chunker
+from ingestd.workers.stages.embed import embed_batches, limits_for, worker_runner
 
 if TYPE_CHECKING:
-    from workers.base import Worker
+    from ingestd.workers.base import Worker
 
 log = get_logger("ingestd.worker.group")
 

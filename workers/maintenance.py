@@ -15,8 +15,8 @@ from typing import Any
 
 import psycopg
 
-from shared.db.connect import connect
-from shared.telemetry.logs import get_logger
+from ingestd.shared.db.connect import connect
+from ingestd.shared.telemetry.logs import get_logger
 
 INDEX_NAME = "chunks_embedding_hnsw"
 _LOCK = 0x686E7377  # "hnsw"

@@ -18,17 +18,17 @@ from typing import Any, NoReturn
 
 import setproctitle
 
-from shared.db.connect import database_url
-from shared.errors import ConfigError
-from shared.malloc import tune_malloc
-from shared.settings import Settings
-from shared.telemetry import sentry
-from shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
-from shared.telemetry.metrics import Metrics
-from shared.telemetry.scrub import register_secret
-from workers.base import Worker
-from workers.channel import WorkerChannel
-from workers.embedding import build_embedder
+from ingestd.shared.db.connect import database_url
+from ingestd.shared.errors import ConfigError
+from ingestd.shared.malloc import tune_malloc
+from ingestd.shared.settings import Settings
+from ingestd.shared.telemetry import sentry
+from ingestd.shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
+from ingestd.shared.telemetry.metrics import Metrics
+from ingestd.shared.telemetry.scrub import register_secret
+from ingestd.workers.base import Worker
+from ingestd.workers.channel import WorkerChannel
+from ingestd.workers.embedding import build_embedder
 
 EXIT_OK = 0
 EXIT_CRASH = 70
@@ -45,12 +45,12 @@ def preload(settings: Settings) -> None:
     """What a parent loads once before forking workers, to share it copy-on-write:
     the BPE ranks (~38 MB) and the OpenAI client library (1-3 s of imports each
     worker would otherwise pay at every start). Nothing here opens a socket."""
-    from shared.tokens import get_encoding
-    from workers.embedding import choose
+    from ingestd.shared.tokens import get_encoding
+    from ingestd.workers.embedding import choose
 
     get_encoding()
     if choose(settings) == "openai":
-        import shared.embedders.openai  # noqa: F401
+        import ingestd.shared.embedders.openai  # noqa: F401
     # What is loaded now lives as long as the process: the cyclic collector need not
     # walk it again in every worker, and not writing to its objects' headers keeps
     # their pages shared with the parent.
@@ -131,7 +131,7 @@ def _main(settings: Settings, slot: int, owner: str, channel_fd: int | None) -> 
         log.warning("fast stop")
         return EXIT_OK
     finally:
-        from workers.stages.embed import close_runner
+        from ingestd.workers.stages.embed import close_runner
 
         close_runner(embedder)
         worker.close()

@@ -7,10 +7,10 @@ from typing import Any
 
 import psycopg
 
-from shared.db.space import current_space
-from shared.errors import ConfigError
-from shared.settings import Settings
-from workers.embedding import build_embedder, space_for
+from ingestd.shared.db.space import current_space
+from ingestd.shared.errors import ConfigError
+from ingestd.shared.settings import Settings
+from ingestd.workers.embedding import build_embedder, space_for
 
 SNIPPET_CHARS = 160
 

@@ -10,8 +10,8 @@ from pgvector.psycopg import register_vector
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from shared.db.embedded import embedded_url
-from shared.settings import Settings
+from ingestd.shared.db.embedded import embedded_url
+from ingestd.shared.settings import Settings
 
 
 def database_url(settings: Settings) -> str:

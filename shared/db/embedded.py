@@ -11,7 +11,7 @@ import logging
 import warnings
 from pathlib import Path
 
-from shared.errors import ConfigError
+from ingestd.shared.errors import ConfigError
 
 _log = logging.getLogger(__name__)
 _SERVERS: dict[Path, object] = {}

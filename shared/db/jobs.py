@@ -23,8 +23,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from shared.errors import ErrorClass, IngestError, LeaseLost
-from shared.states import ACTIVE, ACTIVE_OF, RESTING_OF, RUNNABLE, Status, is_handover
+from ingestd.shared.errors import ErrorClass, IngestError, LeaseLost
+from ingestd.shared.states import ACTIVE, ACTIVE_OF, RESTING_OF, RUNNABLE, Status, is_handover
 
 
 def _case(column: str, mapping: Mapping[Status, Status]) -> sql.Composed:

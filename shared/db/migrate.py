@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from shared.states import TRANSITIONS
+from ingestd.shared.states import TRANSITIONS
 
 # Any fixed 64-bit number; "ingestd" in ASCII.
 _MIGRATION_LOCK = 0x696E676573746400
@@ -32,7 +32,7 @@ class Migration:
 
 def available() -> list[Migration]:
     found = []
-    for entry in resources.files("shared.db").joinpath("migrations").iterdir():
+    for entry in resources.files("ingestd.shared.db").joinpath("migrations").iterdir():
         match = _FILE_RE.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))

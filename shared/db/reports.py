@@ -7,7 +7,7 @@ from uuid import UUID
 
 import psycopg
 
-from shared.states import RUNNABLE, Status
+from ingestd.shared.states import RUNNABLE, Status
 
 
 def counts_by_status(conn: psycopg.Connection[Any]) -> dict[str, int]:

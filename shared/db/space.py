@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from shared.errors import ConfigError
+from ingestd.shared.errors import ConfigError
 
 _KEY = "embedding_space"
 

@@ -17,11 +17,11 @@ from uuid import UUID
 
 import psycopg
 
-from shared.db import jobs, segments
-from shared.errors import IngestError
-from shared.parsers import DEFAULT_BLOCK_CHARS
-from shared.parsers.blocks import split_bounded
-from shared.states import Status
+from ingestd.shared.db import jobs, segments
+from ingestd.shared.errors import IngestError
+from ingestd.shared.parsers import DEFAULT_BLOCK_CHARS
+from ingestd.shared.parsers.blocks import split_bounded
+from ingestd.shared.states import Status
 
 REMOTE_PARSER = "llamaparse"
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from shared.embedders.base import Embedder, EmbeddingUsage, validate_embeddings
-from shared.embedders.pricing import PRICE_PER_MILLION_TOKENS_USD, cost_usd
-from shared.errors import ConfigError
+from ingestd.shared.embedders.base import Embedder, EmbeddingUsage, validate_embeddings
+from ingestd.shared.embedders.pricing import PRICE_PER_MILLION_TOKENS_USD, cost_usd
+from ingestd.shared.errors import ConfigError
 
 # name -> (module, class)
 _REGISTRY: dict[str, tuple[str, str]] = {
-    "openai": ("shared.embedders.openai", "OpenAIEmbedder"),
-    "local": ("shared.embedders.local", "LocalEmbedder"),
-    "hash": ("shared.embedders.hashing", "HashEmbedder"),
+    "openai": ("ingestd.shared.embedders.openai", "OpenAIEmbedder"),
+    "local": ("ingestd.shared.embedders.local", "LocalEmbedder"),
+    "hash": ("ingestd.shared.embedders.hashing", "HashEmbedder"),
 }
 
 

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from shared.errors import InvalidInput, TransientError
+from ingestd.shared.errors import InvalidInput, TransientError
 
 
 @dataclass(slots=True)

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shared.embedders.base import EmbeddingUsage, check_inputs, validate_embeddings
-from shared.tokens import count_tokens
+from ingestd.shared.embedders.base import EmbeddingUsage, check_inputs, validate_embeddings
+from ingestd.shared.tokens import count_tokens
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 

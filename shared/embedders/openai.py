@@ -21,10 +21,10 @@ import openai
 import orjson
 import pybase64
 
-from shared.embedders.base import EmbeddingUsage, check_inputs, validate_embeddings
-from shared.embedders.models import NATIVE_DIMENSIONS, SHORTENABLE
-from shared.errors import ConfigError, ErrorClass, InvalidInput, TransientError
-from shared.resilience import (
+from ingestd.shared.embedders.base import EmbeddingUsage, check_inputs, validate_embeddings
+from ingestd.shared.embedders.models import NATIVE_DIMENSIONS, SHORTENABLE
+from ingestd.shared.errors import ConfigError, ErrorClass, InvalidInput, TransientError
+from ingestd.shared.resilience import (
     REQUEST_BACKOFF,
     AttemptEvent,
     Backoff,
@@ -33,7 +33,7 @@ from shared.resilience import (
     call_with_retries,
     classify_exception,
 )
-from shared.tokens import count_tokens, estimate_api_tokens
+from ingestd.shared.tokens import count_tokens, estimate_api_tokens
 
 _log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """LlamaParse (LlamaCloud) client and webhook signatures."""
 
-from shared.llamaparse.client import (
+from ingestd.shared.llamaparse.client import (
     DEFAULT_BASE_URL,
     WEBHOOK_EVENTS,
     JobState,
@@ -8,7 +8,7 @@ from shared.llamaparse.client import (
     LlamaParseClient,
     Page,
 )
-from shared.llamaparse.signing import SIGNATURE_HEADER, is_fresh, sign, verify
+from ingestd.shared.llamaparse.signing import SIGNATURE_HEADER, is_fresh, sign, verify
 
 __all__ = [
     "DEFAULT_BASE_URL",

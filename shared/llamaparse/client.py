@@ -26,8 +26,8 @@ from typing import Any, BinaryIO
 
 import aiohttp
 
-from shared.errors import ConfigError, ErrorClass, IngestError, InvalidInput, TransientError
-from shared.resilience import (
+from ingestd.shared.errors import ConfigError, ErrorClass, IngestError, InvalidInput, TransientError
+from ingestd.shared.resilience import (
     REQUEST_BACKOFF,
     AttemptEvent,
     Backoff,
@@ -37,7 +37,7 @@ from shared.resilience import (
     classify_exception,
     classify_http,
 )
-from shared.resilience.classify import safe_message
+from ingestd.shared.resilience.classify import safe_message
 
 _log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from shared.parsers.blocks import check_block_chars
-from shared.parsers.html_md import iter_html_blocks
-from shared.parsers.mime import (
+from ingestd.shared.parsers.blocks import check_block_chars
+from ingestd.shared.parsers.html_md import iter_html_blocks
+from ingestd.shared.parsers.mime import (
     APPLICATION_PDF,
     SUPPORTED_MIME_TYPES,
     TEXT_HTML,
@@ -21,8 +21,8 @@ from shared.parsers.mime import (
     detect_mime,
     normalize_mime,
 )
-from shared.parsers.pdf import iter_pdf_blocks
-from shared.parsers.plaintext import iter_text_blocks
+from ingestd.shared.parsers.pdf import iter_pdf_blocks
+from ingestd.shared.parsers.plaintext import iter_text_blocks
 
 __all__ = [
     "APPLICATION_PDF",

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import BinaryIO
 
-from shared.errors import InvalidInput
-from shared.parsers.blocks import BlockBuffer
-from shared.parsers.utf8 import decode_utf8
+from ingestd.shared.errors import InvalidInput
+from ingestd.shared.parsers.blocks import BlockBuffer
+from ingestd.shared.parsers.utf8 import decode_utf8
 
 FEED_CHARS = 64 * 1024
 

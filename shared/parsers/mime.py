@@ -5,8 +5,8 @@ from __future__ import annotations
 import codecs
 import os
 
-from shared.errors import InvalidInput
-from shared.parsers.utf8 import binary_error
+from ingestd.shared.errors import InvalidInput
+from ingestd.shared.parsers.utf8 import binary_error
 
 TEXT_PLAIN = "text/plain"
 TEXT_MARKDOWN = "text/markdown"

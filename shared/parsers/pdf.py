@@ -13,8 +13,8 @@ from typing import Any, BinaryIO
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
-from shared.errors import InvalidInput
-from shared.parsers.blocks import check_block_chars, split_bounded
+from ingestd.shared.errors import InvalidInput
+from ingestd.shared.parsers.blocks import check_block_chars, split_bounded
 
 _PAGE_SEPARATOR = "\n\n"
 

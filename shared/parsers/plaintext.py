@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from shared.parsers.blocks import check_block_chars
-from shared.parsers.utf8 import decode_utf8, empty_error
+from ingestd.shared.parsers.blocks import check_block_chars
+from ingestd.shared.parsers.utf8 import decode_utf8, empty_error
 
 
 def iter_text_blocks(stream: BinaryIO, *, block_chars: int) -> Iterator[str]:

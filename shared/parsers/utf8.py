@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from shared.errors import InvalidInput
+from ingestd.shared.errors import InvalidInput
 
 _BOM = "\ufeff"
 

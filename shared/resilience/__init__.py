@@ -7,12 +7,16 @@
 - ``retry``: ``call_with_retries`` tying them together.
 """
 
-from shared.resilience.backoff import DOCUMENT_BACKOFF, REQUEST_BACKOFF, Backoff
-from shared.resilience.breaker import BreakerState, CircuitBreaker
-from shared.resilience.classify import classify_exception, classify_http, retry_after_from
-from shared.resilience.durations import parse_go_duration, parse_retry_after, parse_try_again_in
-from shared.resilience.ratelimit import LimiterStats, RateLimiter
-from shared.resilience.retry import AttemptEvent, call_with_retries
+from ingestd.shared.resilience.backoff import DOCUMENT_BACKOFF, REQUEST_BACKOFF, Backoff
+from ingestd.shared.resilience.breaker import BreakerState, CircuitBreaker
+from ingestd.shared.resilience.classify import classify_exception, classify_http, retry_after_from
+from ingestd.shared.resilience.durations import (
+    parse_go_duration,
+    parse_retry_after,
+    parse_try_again_in,
+)
+from ingestd.shared.resilience.ratelimit import LimiterStats, RateLimiter
+from ingestd.shared.resilience.retry import AttemptEvent, call_with_retries
 
 __all__ = [
     "DOCUMENT_BACKOFF",

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
-from shared.errors import CircuitOpen, ErrorClass, IngestError
+from ingestd.shared.errors import CircuitOpen, ErrorClass, IngestError
 
 _COUNTED = frozenset({ErrorClass.TRANSIENT})
 

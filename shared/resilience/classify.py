@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from shared.errors import (
+from ingestd.shared.errors import (
     AuthError,
     ErrorClass,
     IngestError,
@@ -23,7 +23,11 @@ from shared.errors import (
     RateLimited,
     TransientError,
 )
-from shared.resilience.durations import parse_go_duration, parse_retry_after, parse_try_again_in
+from ingestd.shared.resilience.durations import (
+    parse_go_duration,
+    parse_retry_after,
+    parse_try_again_in,
+)
 
 MAX_PROVIDER_MESSAGE = 200
 

@@ -20,8 +20,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
-from shared.errors import RateLimited
-from shared.resilience.classify import lower_headers
+from ingestd.shared.errors import RateLimited
+from ingestd.shared.resilience.classify import lower_headers
 
 SECONDS_PER_MINUTE = 60.0
 # Waits shorter than this are rounding noise: sleeping them could spin forever on a

@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from shared.errors import ErrorClass, IngestError
-from shared.resilience.backoff import REQUEST_BACKOFF, Backoff
-from shared.resilience.breaker import CircuitBreaker
-from shared.resilience.classify import classify_exception
-from shared.resilience.ratelimit import RateLimiter
+from ingestd.shared.errors import ErrorClass, IngestError
+from ingestd.shared.resilience.backoff import REQUEST_BACKOFF, Backoff
+from ingestd.shared.resilience.breaker import CircuitBreaker
+from ingestd.shared.resilience.classify import classify_exception
+from ingestd.shared.resilience.ratelimit import RateLimiter
 
 T = TypeVar("T")
 

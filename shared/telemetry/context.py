@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Literal
 
-from shared.states import ACTIVE
+from ingestd.shared.states import ACTIVE
 
 Role = Literal["supervisor", "worker", "http"]
 ROLES: tuple[str, ...] = ("supervisor", "worker", "http")

@@ -31,8 +31,14 @@ from typing import IO, Any
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from shared.telemetry import context
-from shared.telemetry.scrub import REDACTED, is_secret_key, is_text_key, scrub_string, withheld
+from ingestd.shared.telemetry import context
+from ingestd.shared.telemetry.scrub import (
+    REDACTED,
+    is_secret_key,
+    is_text_key,
+    scrub_string,
+    withheld,
+)
 
 __all__ = ["configure_logging", "get_logger", "reopen_log_files"]
 

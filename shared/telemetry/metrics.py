@@ -28,9 +28,9 @@ from enum import StrEnum
 
 import statsd
 
-from shared.errors import ErrorClass
-from shared.states import Status
-from shared.telemetry.context import ROLES, STAGES
+from ingestd.shared.errors import ErrorClass
+from ingestd.shared.states import Status
+from ingestd.shared.telemetry.context import ROLES, STAGES
 
 __all__ = [
     "CATALOGUE",

@@ -27,9 +27,9 @@ from typing import Any
 import sentry_sdk
 from sentry_sdk.integrations.logging import LoggingIntegration
 
-from shared.errors import ErrorClass, IngestError
-from shared.telemetry import context
-from shared.telemetry.scrub import scrub_mapping, scrub_string, scrub_value
+from ingestd.shared.errors import ErrorClass, IngestError
+from ingestd.shared.telemetry import context
+from ingestd.shared.telemetry.scrub import scrub_mapping, scrub_string, scrub_value
 
 __all__ = [
     "before_breadcrumb",

@@ -4,6 +4,6 @@
 and the signed LlamaParse webhook) and ``http_main`` (the forked child's entry point).
 """
 
-from supervisor.http.app import build_app, http_main, serve
+from ingestd.supervisor.http.app import build_app, http_main, serve
 
 __all__ = ["build_app", "http_main", "serve"]

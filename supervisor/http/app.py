@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import functools
 import os
 import re
 import signal
@@ -41,7 +39,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import psycopg
@@ -50,17 +47,17 @@ from aiohttp import web
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from shared.db.connect import database_url
-from shared.errors import ConfigError
-from shared.llamaparse import LlamaParseClient
-from shared.settings import Settings
-from shared.telemetry import context, sentry
-from shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
-from shared.telemetry.metrics import Metrics
-from shared.telemetry.scrub import register_secret
-from supervisor.cli import dumps
-from workers.channel import WorkerChannel
-from workers.stages.parse_remote import make_client, resolve_webhook_secret
+from ingestd.shared.db.connect import database_url
+from ingestd.shared.errors import ConfigError
+from ingestd.shared.settings import Settings
+from ingestd.shared.telemetry import context, sentry
+from ingestd.shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
+from ingestd.shared.telemetry.metrics import Metrics
+from ingestd.shared.telemetry.scrub import register_secret
+from ingestd.supervisor.http import health, uploads, webhooks
+from ingestd.supervisor.http.state import POOL_MAX, STATE, HttpState, error_response
+from ingestd.workers.channel import WorkerChannel
+from ingestd.workers.stages.parse_remote import resolve_webhook_secret
 
 T = TypeVar("T")
 
@@ -68,10 +65,6 @@ log = get_logger("ingestd.http")
 
 CORRELATION_HEADER = "X-Correlation-Id"
 _CORRELATION_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-POOL_MAX = 8
-MAX_CONCURRENT_UPLOADS = 4
-# How long a request waits for a pooled connection before answering 503.
-DB_WAIT_SECONDS = 5.0
 HEARTBEAT_SECONDS = 1.0
 SHUTDOWN_GRACE_SECONDS = 10.0
 # After refusing a large body (413) the server reads and discards what the client still
@@ -89,56 +82,7 @@ EXIT_CRASH = 70
 EXIT_CONFIG = 78
 
 
-@dataclass
-class HttpState:
-    settings: Settings
-    url: str
-    metrics: Metrics
-    webhook_secret: str
-    pool: ConnectionPool | None = None
-    # Its own threads, one per pooled connection: streaming uploads occupy theirs for
-    # long, and must not starve the loop's default executor (DNS lookups use it).
-    executor: ThreadPoolExecutor | None = None
-    # Each upload holds a pooled connection while it streams; the rest of the pool stays
-    # free for status, readiness and webhooks.
-    upload_slots: asyncio.Semaphore = field(
-        default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
-    )
-    _llamaparse: LlamaParseClient | None = field(default=None, repr=False)
-
-    async def db(
-        self, fn: Callable[..., T], *args: Any, pool_wait: float = DB_WAIT_SECONDS, **kwargs: Any
-    ) -> T:
-        """Run ``fn(conn, *args, **kwargs)`` on a pooled autocommit connection, in a thread."""
-        pool = self.pool
-        if pool is None or self.executor is None:
-            raise RuntimeError("the HTTP app's database pool is not open (app not started)")
-
-        def call() -> T:
-            with pool.connection(timeout=pool_wait) as conn:
-                return fn(conn, *args, **kwargs)
-
-        # Copied context: log lines from the thread carry the request's correlation id.
-        run = functools.partial(contextvars.copy_context().run, call)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
-
-    def llamaparse(self) -> LlamaParseClient:
-        """Made on first use, on the serving loop (its HTTP session belongs to that loop)."""
-        if self._llamaparse is None:
-            self._llamaparse = make_client(self.settings, self.metrics)
-        return self._llamaparse
-
-
-STATE: web.AppKey[HttpState] = web.AppKey("ingestd_state", HttpState)
 CORRELATION: web.RequestKey[str] = web.RequestKey("ingestd_correlation_id", str)
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, dumps=dumps)
-
-
-def error_response(status: int, message: str, **extra: Any) -> web.Response:
-    return json_response({"error": message, **extra}, status=status)
 
 
 def _correlation_id(raw: str | None) -> str:
@@ -191,8 +135,6 @@ def build_app(
 ) -> web.Application:
     """The application. Nothing is connected until it starts (``AppRunner.setup``), so
     it can be built before fork and started in the child."""
-    from supervisor.http import health, uploads, webhooks
-
     state = HttpState(
         settings=settings,
         url=url or database_url(settings),

@@ -14,10 +14,10 @@ import psycopg
 from aiohttp import web
 from psycopg_pool import PoolTimeout
 
-from shared.db import reports
-from shared.db.migrate import current_version, latest_version
-from supervisor.http.app import STATE, error_response, json_response
-from supervisor.status import gather_status
+from ingestd.shared.db import reports
+from ingestd.shared.db.migrate import current_version, latest_version
+from ingestd.supervisor.http.state import STATE, error_response, json_response
+from ingestd.supervisor.status import gather_status
 
 _ID_OR_PREFIX = re.compile(r"[0-9a-fA-F-]{8,36}")
 # Readiness is probed often and must answer quickly, even with the database gone.

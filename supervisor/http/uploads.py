@@ -27,8 +27,8 @@ import re
 import aiohttp
 from aiohttp import BodyPartReader, web
 
-from shared.ingest import IngestResult, ingest_stream
-from supervisor.http.app import STATE, error_response, json_response
+from ingestd.shared.ingest import IngestResult, ingest_stream
+from ingestd.supervisor.http.state import STATE, error_response, json_response
 
 FILE_FIELD = "file"
 PIECE = 1 << 20

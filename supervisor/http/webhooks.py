@@ -55,16 +55,16 @@ from typing import Any
 import psycopg
 from aiohttp import web
 
-from shared.db import webhooks as sql
-from shared.db.webhooks import Applied, JobDocument
-from shared.errors import ErrorClass, IngestError, InvalidInput
-from shared.llamaparse import SIGNATURE_HEADER, WEBHOOK_EVENTS, is_fresh, sign, verify
-from shared.resilience.classify import safe_message
-from shared.states import Status
-from shared.telemetry import context
-from shared.telemetry.logs import get_logger
-from supervisor.http.app import STATE, HttpState, error_response, json_response
-from workers.stages.parse_remote import classify_job_failure
+from ingestd.shared.db import webhooks as sql
+from ingestd.shared.db.webhooks import Applied, JobDocument
+from ingestd.shared.errors import ErrorClass, IngestError, InvalidInput
+from ingestd.shared.llamaparse import SIGNATURE_HEADER, WEBHOOK_EVENTS, is_fresh, sign, verify
+from ingestd.shared.resilience.classify import safe_message
+from ingestd.shared.states import Status
+from ingestd.shared.telemetry import context
+from ingestd.shared.telemetry.logs import get_logger
+from ingestd.supervisor.http.state import STATE, HttpState, error_response, json_response
+from ingestd.workers.stages.parse_remote import classify_job_failure
 
 log = get_logger("ingestd.http.webhooks")
 

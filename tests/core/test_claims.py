@@ -10,10 +10,10 @@ import time
 import psycopg
 import pytest
 
-from shared.db import jobs
-from shared.db.connect import connect
-from shared.errors import ErrorClass, InvalidInput, LeaseLost, TransientError
-from shared.states import Status
+from ingestd.shared.db import jobs
+from ingestd.shared.db.connect import connect
+from ingestd.shared.errors import ErrorClass, InvalidInput, LeaseLost, TransientError
+from ingestd.shared.states import Status
 
 
 def _claim_all(url: str, owner: str, batch: int, barrier, out) -> None:
@@ -195,7 +195,7 @@ def test_permanent_error_fails_at_once(conn, ingest_bytes) -> None:
 
 
 def test_open_circuit_costs_no_attempt(conn, ingest_bytes) -> None:
-    from shared.errors import CircuitOpen
+    from ingestd.shared.errors import CircuitOpen
 
     doc = ingest_bytes(b"breaker").document_id
     (c,) = jobs.claim(conn, "w", lease_seconds=60, max_attempts=1)

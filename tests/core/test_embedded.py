@@ -7,7 +7,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
-from shared.db.embedded import embedded_url, release_embedded
+from ingestd.shared.db.embedded import embedded_url, release_embedded
 
 
 def _postmaster_pid(home: Path) -> int:

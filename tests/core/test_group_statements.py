@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.db import jobs
-from shared.states import Status
+from ingestd.shared.db import jobs
+from ingestd.shared.states import Status
 
 
 def test_a_multi_document_claim_stops_at_its_byte_budget(conn, ingest_bytes) -> None:

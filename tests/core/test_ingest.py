@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from shared.ingest import document_id_for
+from ingestd.shared.ingest import document_id_for
 
 
 def test_reingesting_identical_bytes_creates_nothing(conn, ingest_bytes) -> None:
@@ -31,7 +31,7 @@ def test_document_id_is_derived_from_content(conn, ingest_bytes) -> None:
 
 
 def test_bytes_are_stored_and_streamed_back(conn, ingest_bytes) -> None:
-    from shared.db.blobs import open_blob
+    from ingestd.shared.db.blobs import open_blob
 
     data = bytes(range(256)) * 9000  # > 2 MiB: several pieces
     doc = ingest_bytes(data, "x.bin").document_id
@@ -60,7 +60,7 @@ def test_deleting_a_document_removes_its_bytes(conn, ingest_bytes) -> None:
 
 def _ingestd(cli_env, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "supervisor.cli", *args],
+        [sys.executable, "-m", "ingestd.supervisor.cli", *args],
         env=cli_env,
         capture_output=True,
         text=True,

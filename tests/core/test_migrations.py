@@ -7,10 +7,10 @@ import multiprocessing as mp
 import numpy as np
 import psycopg
 
-from shared.db.chunks import ChunkRow, copy_embedded_many
-from shared.db.connect import connect
-from shared.db.migrate import current_version, latest_version, migrate
-from shared.ingest import ingest_file
+from ingestd.shared.db.chunks import ChunkRow, copy_embedded_many
+from ingestd.shared.db.connect import connect
+from ingestd.shared.db.migrate import current_version, latest_version, migrate
+from ingestd.shared.ingest import ingest_file
 
 
 def test_migrate_twice_is_a_no_op(fresh_db_url) -> None:

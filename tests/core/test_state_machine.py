@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from shared.states import ACTIVE_OF, RESTING_OF, TERMINAL, TRANSITIONS, Status, is_legal
+from ingestd.shared.states import ACTIVE_OF, RESTING_OF, TERMINAL, TRANSITIONS, Status, is_legal
 
 
 def test_database_mirrors_code_table(conn: psycopg.Connection) -> None:
@@ -73,7 +73,7 @@ def test_legal_transition_is_accepted(conn, ingest_bytes) -> None:
 
 
 def test_a_handover_passes_through_a_resting_status_it_could_rest_in() -> None:
-    from shared.states import HANDOVER, SUCCESS_OF
+    from ingestd.shared.states import HANDOVER, SUCCESS_OF
 
     for active, nxt in HANDOVER:
         assert active.active and nxt.active

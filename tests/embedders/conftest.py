@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.emulators import OpenAIEmulator, OpenAIEmulatorConfig, running
+from tests.emulators import OpenAIEmulator, OpenAIEmulatorConfig, running
 
 
 @pytest.fixture

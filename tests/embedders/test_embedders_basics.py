@@ -5,15 +5,15 @@ import asyncio
 import numpy as np
 import pytest
 
-from shared.embedders import (
+from ingestd.shared.embedders import (
     Embedder,
     available_embedders,
     cost_usd,
     make_embedder,
     validate_embeddings,
 )
-from shared.embedders.hashing import HashEmbedder
-from shared.errors import ConfigError, InvalidInput, TransientError
+from ingestd.shared.embedders.hashing import HashEmbedder
+from ingestd.shared.errors import ConfigError, InvalidInput, TransientError
 
 
 def test_registry() -> None:

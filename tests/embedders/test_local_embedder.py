@@ -5,9 +5,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from shared.embedders import local as local_module
-from shared.embedders.local import LocalEmbedder
-from shared.errors import ConfigError, InvalidInput
+from ingestd.shared.embedders import local as local_module
+from ingestd.shared.embedders.local import LocalEmbedder
+from ingestd.shared.errors import ConfigError, InvalidInput
 
 
 def test_missing_dependencies_are_a_config_error_naming_the_install(

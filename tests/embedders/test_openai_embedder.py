@@ -9,10 +9,8 @@ import numpy as np
 import pybase64
 import pytest
 
-from shared.embedders.openai import OpenAIEmbedder, _decode, _decode_usual
-from shared.emulators import OpenAIEmulator, OpenAIFault, embedding_for
-from shared.emulators.openai_api import DEFAULT_API_KEY
-from shared.errors import (
+from ingestd.shared.embedders.openai import OpenAIEmbedder, _decode, _decode_usual
+from ingestd.shared.errors import (
     AuthError,
     CircuitOpen,
     ConfigError,
@@ -20,8 +18,10 @@ from shared.errors import (
     QuotaExhausted,
     TransientError,
 )
-from shared.resilience import AttemptEvent, Backoff, CircuitBreaker
-from shared.tokens import count_tokens
+from ingestd.shared.resilience import AttemptEvent, Backoff, CircuitBreaker
+from ingestd.shared.tokens import count_tokens
+from tests.emulators import OpenAIEmulator, OpenAIFault, embedding_for
+from tests.emulators.openai_api import DEFAULT_API_KEY
 
 FAST = Backoff(base=0.01, cap=0.05)
 TEXTS = ["The cat sat on the mat.", "Ingestion daemons move documents.", "ünïcödé ✓ 日本語"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.emulators import (
+from tests.emulators import (
     LlamaParseEmulator,
     LlamaParseEmulatorConfig,
     OpenAIEmulator,

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from shared.emulators import (
+from tests.emulators import (
     LlamaParseEmulator,
     LlamaParseFault,
     OpenAIEmulator,
     OpenAIFault,
 )
-from shared.emulators.cli import build, main
+from tests.emulators.cli import build, main
 
 from .conftest import http
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_openai_subcommand_serves_until_sigterm() -> None:
-    code = "from shared.emulators.cli import main; raise SystemExit(main())"
+    code = "from tests.emulators.cli import main; raise SystemExit(main())"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "openai", "--rpm", "100", "--api-key", "sk-cli"],

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from shared.emulators import (
+from tests.emulators import (
     LlamaParseEmulator,
     LlamaParseEmulatorConfig,
     LlamaParseFault,
@@ -482,7 +482,7 @@ def test_bad_webhook_configuration_is_rejected() -> None:
 def fake_parsers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]]]:
     """A stand-in for shared.parsers that records what the emulator asked of it."""
     calls: list[tuple[str, str]] = []
-    module = types.ModuleType("shared.parsers")
+    module = types.ModuleType("ingestd.shared.parsers")
 
     def detect_mime(filename: str, head: bytes) -> str:
         calls.append(("detect", filename))
@@ -498,7 +498,7 @@ def fake_parsers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, st
 
     module.detect_mime = detect_mime  # type: ignore[attr-defined]
     module.iter_blocks = iter_blocks  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "shared.parsers", module)
+    monkeypatch.setitem(sys.modules, "ingestd.shared.parsers", module)
     yield calls
 
 

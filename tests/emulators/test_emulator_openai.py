@@ -12,9 +12,9 @@ import numpy as np
 import openai
 import pytest
 
-from shared.emulators import OpenAIEmulator, OpenAIEmulatorConfig, OpenAIFault, embedding_for
-from shared.emulators._base import go_duration
-from shared.tokens import count_tokens, estimate_api_tokens, get_encoding
+from ingestd.shared.tokens import count_tokens, estimate_api_tokens, get_encoding
+from tests.emulators import OpenAIEmulator, OpenAIEmulatorConfig, OpenAIFault, embedding_for
+from tests.emulators._base import go_duration
 
 from .conftest import FakeClock, http
 

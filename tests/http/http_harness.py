@@ -17,18 +17,18 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from shared.emulators import LlamaParseEmulator, LlamaParseEmulatorConfig, running
-from shared.emulators.llamaparse_api import DEFAULT_API_KEY
-from shared.llamaparse import sign
-from shared.settings import Settings
-from supervisor.http.app import RUNNER_OPTIONS, build_app
+from ingestd.shared.llamaparse import sign
+from ingestd.shared.settings import Settings
+from ingestd.supervisor.http.app import RUNNER_OPTIONS, build_app
 from tests import polling
+from tests.emulators import LlamaParseEmulator, LlamaParseEmulatorConfig, running
+from tests.emulators.llamaparse_api import DEFAULT_API_KEY
 
 SECRET = "whsec-test-0123456789abcdef"
 
 
 class AppServer:
-    """``build_app`` served on 127.0.0.1:0; use with ``shared.emulators.runner.running``."""
+    """``build_app`` served on 127.0.0.1:0; use with ``tests.emulators.runner.running``."""
 
     def __init__(self, settings: Settings, url: str) -> None:
         self.settings = settings

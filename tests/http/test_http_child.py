@@ -9,8 +9,8 @@ import signal
 import socket
 import time
 
+from ingestd.workers.channel import ChannelReader
 from tests.http.http_harness import SECRET, request, wait_for
-from workers.channel import ChannelReader
 
 
 def _free_port() -> int:
@@ -43,7 +43,7 @@ def test_child_serves_heartbeats_and_stops_on_sigterm(make_settings, db) -> None
     if pid == 0:  # pragma: no cover - the child
         try:
             os.close(read_fd)
-            from supervisor.http.app import http_main
+            from ingestd.supervisor.http.app import http_main
 
             http_main(settings, write_fd)
         finally:

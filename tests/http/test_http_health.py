@@ -6,9 +6,9 @@ import json
 import uuid
 from typing import Any
 
-from shared.db import reports
-from supervisor.cli import dumps
-from supervisor.status import gather_status
+from ingestd.shared.db import reports
+from ingestd.supervisor.cli import dumps
+from ingestd.supervisor.status import gather_status
 from tests.http.http_harness import request
 
 _CLOCK_KEYS = ("heartbeat_age_seconds", "uptime_seconds", "oldest_runnable_age_seconds")

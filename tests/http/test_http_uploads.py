@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from shared.emulators import running
-from shared.ingest import document_id_for
+from ingestd.shared.ingest import document_id_for
+from tests.emulators import running
 from tests.http.http_harness import AppServer, multipart, request, snapshot, zeros
 
 

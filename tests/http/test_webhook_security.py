@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from shared.emulators import call
-from shared.emulators.llamaparse_api import DEFAULT_API_KEY
-from shared.llamaparse import LlamaParseClient
+from ingestd.shared.llamaparse import LlamaParseClient
+from tests.emulators import call
+from tests.emulators.llamaparse_api import DEFAULT_API_KEY
 from tests.http.http_harness import (
     event_body,
     park,

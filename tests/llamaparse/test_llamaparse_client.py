@@ -10,15 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from shared.emulators import (
-    LlamaParseEmulator,
-    LlamaParseEmulatorConfig,
-    LlamaParseFault,
-    call,
-    running,
-)
-from shared.emulators.llamaparse_api import DEFAULT_API_KEY
-from shared.errors import (
+from ingestd.shared.errors import (
     AuthError,
     CircuitOpen,
     ConfigError,
@@ -28,14 +20,22 @@ from shared.errors import (
     QuotaExhausted,
     TransientError,
 )
-from shared.llamaparse import (
+from ingestd.shared.llamaparse import (
     SIGNATURE_HEADER,
     JobState,
     LlamaParseClient,
     is_fresh,
     verify,
 )
-from shared.resilience import Backoff, CircuitBreaker
+from ingestd.shared.resilience import Backoff, CircuitBreaker
+from tests.emulators import (
+    LlamaParseEmulator,
+    LlamaParseEmulatorConfig,
+    LlamaParseFault,
+    call,
+    running,
+)
+from tests.emulators.llamaparse_api import DEFAULT_API_KEY
 
 FAST = Backoff(base=0.01, cap=0.05)
 DOC = "# Title\n\nSome *markdown* text, ünïcode included.\n"

@@ -5,8 +5,8 @@ import hmac
 
 import pytest
 
-from shared.emulators.llamaparse_api import sign as emulator_sign
-from shared.llamaparse import is_fresh, sign, verify
+from ingestd.shared.llamaparse import is_fresh, sign, verify
+from tests.emulators.llamaparse_api import sign as emulator_sign
 
 BODY = b'{"event_type":"parse.success","data":{"job_id":"j1"}}'
 SECRET = "whsec-test-secret"

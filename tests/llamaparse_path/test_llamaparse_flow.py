@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from shared.embedders.hashing import HashEmbedder
-from shared.emulators import LlamaParseEmulator, running
-from shared.emulators.llamaparse_api import DEFAULT_API_KEY, LlamaParseFault
-from shared.settings import Settings
+from ingestd.shared.embedders.hashing import HashEmbedder
+from ingestd.shared.settings import Settings
+from ingestd.workers.base import Worker
+from tests.emulators import LlamaParseEmulator, running
+from tests.emulators.llamaparse_api import DEFAULT_API_KEY, LlamaParseFault
 from tests.http.http_harness import SECRET, AppServer, wait_for
-from workers.base import Worker
 
 MARKDOWN = (
     "# Remote parsing guide\n\n"

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from shared.errors import ConfigError
-from shared.telemetry.scrub import registered_secrets
-from workers.stages.parse_remote import (
+from ingestd.shared.errors import ConfigError
+from ingestd.shared.telemetry.scrub import registered_secrets
+from ingestd.workers.stages.parse_remote import (
     classify_job_failure,
     resolve_webhook_secret,
     webhook_url,

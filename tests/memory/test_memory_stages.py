@@ -19,19 +19,19 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ingestd.shared.batching import BatchItem, BatchLimits, batch_weight, pack
+from ingestd.shared.chunking import Chunker
+from ingestd.shared.db import chunks, jobs
+from ingestd.shared.db.blobs import open_blob
+from ingestd.shared.db.chunks import ChunkRow
+from ingestd.shared.ingest import ingest_file
+from ingestd.shared.parsers import iter_blocks
+from ingestd.shared.states import Status
+from ingestd.shared.telemetry.metrics import Metrics
+from ingestd.shared.tokens import count_tokens, get_encoding
+from ingestd.workers.context import StageContext
+from ingestd.workers.stages import parse
 from profiling import generators
-from shared.batching import BatchItem, BatchLimits, batch_weight, pack
-from shared.chunking import Chunker
-from shared.db import chunks, jobs
-from shared.db.blobs import open_blob
-from shared.db.chunks import ChunkRow
-from shared.ingest import ingest_file
-from shared.parsers import iter_blocks
-from shared.states import Status
-from shared.telemetry.metrics import Metrics
-from shared.tokens import count_tokens, get_encoding
-from workers.context import StageContext
-from workers.stages import parse
 
 MB = 2**20
 TEXT_MB = 24  # text documents for the parse path

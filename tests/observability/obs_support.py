@@ -255,7 +255,7 @@ class Daemon:
 def spawn(args: Sequence[str], env: dict[str, str], log_path: Path) -> Daemon:
     with log_path.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.cli", *args],
+            [sys.executable, "-m", "ingestd.supervisor.cli", *args],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -268,7 +268,7 @@ def spawn(args: Sequence[str], env: dict[str, str], log_path: Path) -> Daemon:
 def cli_json(env: dict[str, str], *args: str) -> Any:
     """Run a one-shot ``ingestd`` command that prints JSON; return what it printed."""
     done = subprocess.run(
-        [sys.executable, "-m", "supervisor.cli", *args],
+        [sys.executable, "-m", "ingestd.supervisor.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -12,8 +12,8 @@ from typing import Any
 
 import psycopg
 
-from shared.emulators.openai_api import DEFAULT_API_KEY
-from shared.ingest import IngestResult
+from ingestd.shared.ingest import IngestResult
+from tests.emulators.openai_api import DEFAULT_API_KEY
 from tests.observability.obs_support import Daemon, SentryIngest, wait_until
 
 BAD_MARKER = "Quarterly figures for the Tamarind acquisition"

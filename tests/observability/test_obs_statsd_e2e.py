@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shared.emulators.openai_api import DEFAULT_API_KEY, OpenAIFault
-from shared.ingest import IngestResult
-from shared.telemetry.metrics import MetricType, lookup, metric_segment
+from ingestd.shared.ingest import IngestResult
+from ingestd.shared.telemetry.metrics import MetricType, lookup, metric_segment
+from tests.emulators.openai_api import DEFAULT_API_KEY, OpenAIFault
 from tests.observability.obs_support import Daemon, StatsdSink
 
 MODEL = "text-embedding-3-small"

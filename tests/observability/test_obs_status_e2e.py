@@ -13,9 +13,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from shared.emulators.openai_api import DEFAULT_API_KEY
-from shared.ingest import IngestResult
-from shared.states import TERMINAL, Status
+from ingestd.shared.ingest import IngestResult
+from ingestd.shared.states import TERMINAL, Status
+from tests.emulators.openai_api import DEFAULT_API_KEY
 from tests.observability.obs_support import Daemon, cli_json, free_port, wait_until
 
 N_DOCS = 6

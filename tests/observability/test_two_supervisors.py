@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from shared.ingest import IngestResult
+from ingestd.shared.ingest import IngestResult
 from tests.observability.obs_support import Daemon, wait_until
 
 N_DOCS = 60

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from shared.resilience import DOCUMENT_BACKOFF, Backoff
+from ingestd.shared.resilience import DOCUMENT_BACKOFF, Backoff
 
 
 def test_ceiling_grows_exponentially_then_caps() -> None:

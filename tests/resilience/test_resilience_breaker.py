@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import CircuitOpen, ErrorClass, RateLimited
-from shared.resilience import BreakerState, CircuitBreaker
+from ingestd.shared.errors import CircuitOpen, ErrorClass, RateLimited
+from ingestd.shared.resilience import BreakerState, CircuitBreaker
 
 from .conftest import FakeClock
 

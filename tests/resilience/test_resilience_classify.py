@@ -5,7 +5,7 @@ import json
 import aiohttp
 import pytest
 
-from shared.errors import (
+from ingestd.shared.errors import (
     AuthError,
     ErrorClass,
     IngestError,
@@ -14,7 +14,7 @@ from shared.errors import (
     RateLimited,
     TransientError,
 )
-from shared.resilience import (
+from ingestd.shared.resilience import (
     classify_exception,
     classify_http,
     parse_go_duration,

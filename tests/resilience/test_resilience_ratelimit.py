@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared.errors import RateLimited
-from shared.resilience import RateLimiter
+from ingestd.shared.errors import RateLimited
+from ingestd.shared.resilience import RateLimiter
 
 from .conftest import FakeClock, run_virtual
 

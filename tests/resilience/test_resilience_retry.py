@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from shared.errors import (
+from ingestd.shared.errors import (
     AuthError,
     CircuitOpen,
     ErrorClass,
@@ -16,7 +16,7 @@ from shared.errors import (
     RateLimited,
     TransientError,
 )
-from shared.resilience import (
+from ingestd.shared.resilience import (
     AttemptEvent,
     Backoff,
     BreakerState,

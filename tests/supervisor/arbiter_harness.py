@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import sys
 
-from shared.settings import load_settings
-from supervisor.arbiter import Arbiter
+from ingestd.shared.settings import load_settings
+from ingestd.supervisor.arbiter import Arbiter
 
 
 def main() -> int:

@@ -16,8 +16,8 @@ import psutil
 import psycopg
 import pytest
 
-from shared.settings import load_settings
-from supervisor import control
+from ingestd.shared.settings import load_settings
+from ingestd.supervisor import control
 from tests.supervisor.arbiter_support import TIMEOUT, ArbiterRun, wait_until
 
 Start = Callable[..., ArbiterRun]

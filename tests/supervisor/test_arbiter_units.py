@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import ErrorClass
-from supervisor import control
-from supervisor.children import Child, Kind, Reason, classify
-from supervisor.memory import MB, MemoryLimits, MemoryWatch, Verdict
-from supervisor.proctitle import is_supervisor_title, supervisor_title, worker_title
-from supervisor.restarts import RestartPolicy, backoff_delay
-from supervisor.signals import SignalQueue
-from workers.channel import ChannelReader
+from ingestd.shared.errors import ErrorClass
+from ingestd.supervisor import control
+from ingestd.supervisor.children import Child, Kind, Reason, classify
+from ingestd.supervisor.memory import MB, MemoryLimits, MemoryWatch, Verdict
+from ingestd.supervisor.proctitle import is_supervisor_title, supervisor_title, worker_title
+from ingestd.supervisor.restarts import RestartPolicy, backoff_delay
+from ingestd.supervisor.signals import SignalQueue
+from ingestd.workers.channel import ChannelReader
 
 
 def exited(code: int) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sdnotify import SdNotifyError, SystemdNotifier
+from ingestd.supervisor.sdnotify import SdNotifyError, SystemdNotifier
 
 TIMEOUT = 5.0  # safety net only: local datagrams arrive at once
 

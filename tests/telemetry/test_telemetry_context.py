@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.states import ACTIVE
-from shared.telemetry import context
+from ingestd.shared.states import ACTIVE
+from ingestd.shared.telemetry import context
 
 
 @pytest.fixture(autouse=True)

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from shared.errors import InvalidInput
-from shared.telemetry import context, logs
-from shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
-from shared.telemetry.scrub import clear_secrets, register_secret
+from ingestd.shared.errors import InvalidInput
+from ingestd.shared.telemetry import context, logs
+from ingestd.shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
+from ingestd.shared.telemetry.scrub import clear_secrets, register_secret
 
 SECRET = "sk-test-0123456789abcdefSECRET"
 TEXT = "The quarterly report says revenue grew by 12% in the northern region."

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.errors import ErrorClass
-from shared.resilience.breaker import BreakerState
-from shared.states import Status
-from shared.telemetry.context import STAGES
-from shared.telemetry.metrics import (
+from ingestd.shared.errors import ErrorClass
+from ingestd.shared.resilience.breaker import BreakerState
+from ingestd.shared.states import Status
+from ingestd.shared.telemetry.context import STAGES
+from ingestd.shared.telemetry.metrics import (
     BREAKER_STATES,
     CATALOGUE,
     Metrics,
@@ -125,7 +125,7 @@ def test_non_strict_mode_logs_once_and_does_not_send(
     statsd_server: socket.socket, caplog: pytest.LogCaptureFixture
 ) -> None:
     m = client(statsd_server, strict=False)
-    with caplog.at_level(logging.ERROR, logger="shared.telemetry.metrics"):
+    with caplog.at_level(logging.ERROR, logger="ingestd.shared.telemetry.metrics"):
         m.incr("documents.9f1c2a.completed")
         m.incr("documents.9f1c2a.completed")
     errors = [r for r in caplog.records if "documents.9f1c2a.completed" in r.getMessage()]

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import sentry_sdk
 
-from shared.errors import InvalidInput
-from shared.telemetry import context, logs
-from shared.telemetry.logs import configure_logging, get_logger
-from shared.telemetry.scrub import clear_secrets, register_secret
-from shared.telemetry.sentry import (
+from ingestd.shared.errors import InvalidInput
+from ingestd.shared.telemetry import context, logs
+from ingestd.shared.telemetry.logs import configure_logging, get_logger
+from ingestd.shared.telemetry.scrub import clear_secrets, register_secret
+from ingestd.shared.telemetry.sentry import (
     capture_document_error,
     capture_worker_death,
     flush,

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.batching import BatchItem, BatchLimits, batch_weight, item_weight, pack
-from shared.errors import ErrorClass, InvalidInput
-from shared.tokens import count_tokens, estimate_api_tokens
+from ingestd.shared.batching import BatchItem, BatchLimits, batch_weight, item_weight, pack
+from ingestd.shared.errors import ErrorClass, InvalidInput
+from ingestd.shared.tokens import count_tokens, estimate_api_tokens
 
 
 def item(key: int, text: str) -> BatchItem:

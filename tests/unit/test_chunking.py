@@ -13,10 +13,10 @@ from collections.abc import Iterable, Iterator
 
 import pytest
 
-from shared import chunking
-from shared.chunking import Chunk, Chunker
-from shared.parsers import TEXT_HTML, iter_blocks
-from shared.tokens import count_tokens, get_encoding
+from ingestd.shared import chunking
+from ingestd.shared.chunking import Chunk, Chunker
+from ingestd.shared.parsers import TEXT_HTML, iter_blocks
+from ingestd.shared.tokens import count_tokens, get_encoding
 
 WORDS = [
     *("the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by"),

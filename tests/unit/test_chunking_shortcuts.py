@@ -6,8 +6,8 @@ from __future__ import annotations
 import random
 import re
 
-from shared import chunking
-from shared.tokens import count_tokens, get_encoding
+from ingestd.shared import chunking
+from ingestd.shared.tokens import count_tokens, get_encoding
 
 # The sentence-end pattern before it was rewritten to start with a character set.
 _PLAIN_SENTENCE_END = re.compile(

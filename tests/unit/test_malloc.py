@@ -8,13 +8,13 @@ import textwrap
 
 import pytest
 
-from shared.malloc import tune_malloc
+from ingestd.shared.malloc import tune_malloc
 
 # Run in a child: a fresh allocator, and this test process keeps its own settings.
 _PROBE = textwrap.dedent(
     """
     import ctypes, sys
-    from shared.malloc import tune_malloc
+    from ingestd.shared.malloc import tune_malloc
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [(name, ctypes.c_size_t) for name in (

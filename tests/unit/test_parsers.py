@@ -13,8 +13,8 @@ from pypdf import PdfReader, PdfWriter
 from pypdf.generic import NameObject, StreamObject
 from reportlab.pdfgen import canvas
 
-from shared.errors import ErrorClass, InvalidInput
-from shared.parsers import (
+from ingestd.shared.errors import ErrorClass, InvalidInput
+from ingestd.shared.parsers import (
     APPLICATION_PDF,
     PARSER_VERSION,
     SUPPORTED_MIME_TYPES,
@@ -462,9 +462,9 @@ def test_pdf_stops_cleanly_when_abandoned() -> None:
 
 
 def test_pdf_reopened_every_n_pages_keeps_every_page_in_order(tmp_path, monkeypatch) -> None:
+    from ingestd.shared.parsers import iter_blocks as _iter_blocks
+    from ingestd.shared.parsers import pdf as pdf_module
     from profiling.generators import write_pdf
-    from shared.parsers import iter_blocks as _iter_blocks
-    from shared.parsers import pdf as pdf_module
 
     monkeypatch.setattr(pdf_module, "REOPEN_EVERY_PAGES", 3)
     path = write_pdf(tmp_path / "seven.pdf", 7, seed=5)

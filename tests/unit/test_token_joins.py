@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from shared.token_joins import PUNCT, SPACE, UNKNOWN, WORD, JoinCounter, kind
-from shared.tokens import count_tokens
+from ingestd.shared.token_joins import PUNCT, SPACE, UNKNOWN, WORD, JoinCounter, kind
+from ingestd.shared.tokens import count_tokens
 
 # Every class the pre-tokenizer distinguishes, and the characters that sit on the
 # edges of those classes (contractions, combining marks, separators Python calls

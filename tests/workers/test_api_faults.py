@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.emulators.openai_api import OpenAIFault
-from shared.ingest import ingest_file
+from ingestd.shared.ingest import ingest_file
+from ingestd.workers.embedding import build_embedder
+from tests.emulators.openai_api import OpenAIFault
 from tests.workers.test_pipeline import run_worker
-from workers.embedding import build_embedder
 
 TEXT = "# Notes\n\n" + " ".join(f"Sentence number {i} about embeddings." for i in range(200))
 

@@ -7,15 +7,15 @@ import sys
 
 import pytest
 
-from shared.errors import ConfigError
-from workers.embedding import choose, space_for
+from ingestd.shared.errors import ConfigError
+from ingestd.workers.embedding import choose, space_for
 
 
 def test_run_refuses_to_start_without_a_usable_embedder(cli_env) -> None:
     env = {**cli_env, "INGESTD_EMBEDDER": "openai"}
     env.pop("OPENAI_API_KEY", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "supervisor.cli", "run", "--drain"],
+        [sys.executable, "-m", "ingestd.supervisor.cli", "run", "--drain"],
         env=env,
         capture_output=True,
         text=True,
@@ -46,13 +46,13 @@ def test_unknown_openai_model_is_a_configuration_error(make_settings) -> None:
 
 
 def test_reembed_switches_the_space_explicitly(conn, cli_env, make_settings, ingest_bytes) -> None:
-    from shared.db.space import current_space, ensure_space
+    from ingestd.shared.db.space import current_space, ensure_space
 
     ensure_space(conn, space_for(make_settings()))
     ingest_bytes(b"some text to embed")
     env = {**cli_env, "INGESTD_EMBEDDING_DIMENSIONS": "128"}
     refused = subprocess.run(
-        [sys.executable, "-m", "supervisor.cli", "reembed"],
+        [sys.executable, "-m", "ingestd.supervisor.cli", "reembed"],
         env=env,
         capture_output=True,
         text=True,
@@ -60,7 +60,7 @@ def test_reembed_switches_the_space_explicitly(conn, cli_env, make_settings, ing
     )
     assert refused.returncode == 2 and "--yes" in refused.stderr
     done = subprocess.run(
-        [sys.executable, "-m", "supervisor.cli", "reembed", "--yes"],
+        [sys.executable, "-m", "ingestd.supervisor.cli", "reembed", "--yes"],
         env=env,
         capture_output=True,
         text=True,

@@ -9,11 +9,11 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from shared.db.connect import connect
-from shared.ingest import ingest_stream
+from ingestd.shared.db.connect import connect
+from ingestd.shared.ingest import ingest_stream
+from ingestd.workers.embedding import build_embedder
 from tests.workers.test_pipeline import run_worker
 from tests.workers.test_resume import kill_victim_when, release_victim, rescue
-from workers.embedding import build_embedder
 
 
 def _texts(n: int) -> dict[str, bytes]:

@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ingestd.shared.db.connect import connect
+from ingestd.shared.embedders.hashing import HashEmbedder
+from ingestd.shared.ingest import ingest_file
+from ingestd.shared.tokens import count_tokens
+from ingestd.workers.base import Worker
+from ingestd.workers.stages.embed import close_runner
 from profiling import generators
-from shared.db.connect import connect
-from shared.embedders.hashing import HashEmbedder
-from shared.ingest import ingest_file
-from shared.tokens import count_tokens
-from workers.base import Worker
-from workers.stages.embed import close_runner
 
 
 def run_worker(
@@ -174,7 +174,7 @@ def test_reingest_after_complete_is_a_no_op(conn, db_url, make_settings, corpus)
 
 
 def test_embedding_space_mismatch_refuses_to_start(conn, db_url, make_settings, corpus) -> None:
-    from shared.errors import ConfigError
+    from ingestd.shared.errors import ConfigError
 
     ingest_file(conn, corpus["txt"])
     run_worker(make_settings(), db_url)
@@ -185,7 +185,7 @@ def test_embedding_space_mismatch_refuses_to_start(conn, db_url, make_settings, 
 
 
 def test_hnsw_index_is_built_once_enough_vectors_exist(conn, db_url, make_settings, corpus) -> None:
-    from workers.maintenance import INDEX_NAME, index_state
+    from ingestd.workers.maintenance import INDEX_NAME, index_state
 
     ingest_file(conn, corpus["txt"])
     run_worker(make_settings(index_min_rows=100_000), db_url)

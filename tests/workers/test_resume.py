@@ -9,16 +9,16 @@ import signal
 import time
 from typing import Any
 
+from ingestd.shared.db import jobs
+from ingestd.shared.errors import ErrorClass
+from ingestd.shared.ingest import ingest_file
+from ingestd.workers.embedding import build_embedder
 from profiling import generators
-from shared.db import jobs
-from shared.errors import ErrorClass
-from shared.ingest import ingest_file
 from tests.workers.test_pipeline import run_worker
-from workers.embedding import build_embedder
 
 
 def _work(settings: Any) -> None:
-    from workers.process import worker_main
+    from ingestd.workers.process import worker_main
 
     worker_main(settings, 0, "victim:1:0:0", None)
 

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from shared.ingest import ingest_file
+from ingestd.shared.ingest import ingest_file
+from ingestd.workers.embedding import build_embedder
 from tests.workers.test_pipeline import run_worker
-from workers.embedding import build_embedder
 
 DOCS = {
     "volcano.md": "# Volcanoes\n\nMagma rises through the crust and erupts as lava. Basalt "
@@ -46,7 +46,7 @@ def test_search_ranks_the_source_document_first(
         [
             sys.executable,
             "-m",
-            "supervisor.cli",
+            "ingestd.supervisor.cli",
             "search",
             "--json",
             "-k",

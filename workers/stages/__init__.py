@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shared.states import Status
-from workers.context import StageContext
-from workers.stages import chunk, embed, finalize, parse
+from ingestd.shared.states import Status
+from ingestd.workers.context import StageContext
+from ingestd.workers.stages import chunk, embed, finalize, parse
 
 Stage = Callable[[StageContext], Status]
 

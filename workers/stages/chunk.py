@@ -14,14 +14,14 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
 
-from shared.chunking import Chunker
-from shared.db import chunks, segments
-from shared.db.chunks import ChunkRow
-from shared.errors import IngestError, InvalidInput
-from shared.settings import Settings
-from shared.states import Status
-from workers.context import StageContext
-from workers.embedding import input_limit
+from ingestd.shared.chunking import Chunker
+from ingestd.shared.db import chunks, segments
+from ingestd.shared.db.chunks import ChunkRow
+from ingestd.shared.errors import IngestError, InvalidInput
+from ingestd.shared.settings import Settings
+from ingestd.shared.states import Status
+from ingestd.workers.context import StageContext
+from ingestd.workers.embedding import input_limit
 
 GROUP = 512  # chunks per COPY
 

@@ -16,18 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from shared.batching import BatchItem, BatchLimits, pack
-from shared.db import chunks
-from shared.embedders.base import validate_embeddings
-from shared.embedders.pricing import cost_usd
-from shared.errors import IngestError
-from shared.settings import Settings
-from shared.states import Status
-from shared.telemetry import context
-from shared.telemetry.logs import get_logger
-from shared.telemetry.metrics import Metrics, metric_segment
-from workers.context import StageContext
-from workers.stages import chunk as chunk_stage
+from ingestd.shared.batching import BatchItem, BatchLimits, pack
+from ingestd.shared.db import chunks
+from ingestd.shared.embedders.base import validate_embeddings
+from ingestd.shared.embedders.pricing import cost_usd
+from ingestd.shared.errors import IngestError
+from ingestd.shared.settings import Settings
+from ingestd.shared.states import Status
+from ingestd.shared.telemetry import context
+from ingestd.shared.telemetry.logs import get_logger
+from ingestd.shared.telemetry.metrics import Metrics, metric_segment
+from ingestd.workers.context import StageContext
+from ingestd.workers.stages import chunk as chunk_stage
 
 log = get_logger("ingestd.worker.embed")
 

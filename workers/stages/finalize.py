@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.db import chunks
-from shared.errors import TransientError
-from shared.states import Status
-from workers.context import StageContext
+from ingestd.shared.db import chunks
+from ingestd.shared.errors import TransientError
+from ingestd.shared.states import Status
+from ingestd.workers.context import StageContext
 
 
 def run(ctx: StageContext) -> Status:

@@ -12,18 +12,18 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import Any, BinaryIO
 
-from shared.db import segments
-from shared.db.blobs import BlobReader, open_blob
-from shared.errors import InvalidInput
-from shared.parsers import (
+from ingestd.shared.db import segments
+from ingestd.shared.db.blobs import BlobReader, open_blob
+from ingestd.shared.errors import InvalidInput
+from ingestd.shared.parsers import (
     APPLICATION_PDF,
     PARSER_VERSION,
     iter_blocks,
     normalize_mime,
     parser_name,
 )
-from shared.states import Status
-from workers.context import StageContext
+from ingestd.shared.states import Status
+from ingestd.workers.context import StageContext
 
 # Segments per COPY/transaction: ~4 MB of text at 64 KB blocks.
 GROUP = 64
@@ -31,7 +31,7 @@ GROUP = 64
 
 def run(ctx: StageContext) -> Status:
     if ctx.settings.parser == "llamaparse":
-        from workers.stages import parse_remote
+        from ingestd.workers.stages import parse_remote
 
         return parse_remote.run(ctx)
     return run_local(ctx)

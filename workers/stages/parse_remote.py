@@ -35,9 +35,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from shared.db import webhooks
-from shared.db.blobs import open_blob
-from shared.errors import (
+from ingestd.shared.db import webhooks
+from ingestd.shared.db.blobs import open_blob
+from ingestd.shared.errors import (
     AuthError,
     ConfigError,
     ErrorClass,
@@ -46,14 +46,14 @@ from shared.errors import (
     LeaseLost,
     TransientError,
 )
-from shared.llamaparse import JobState, LlamaParseClient
-from shared.resilience import AttemptEvent
-from shared.settings import Settings
-from shared.states import Status
-from shared.telemetry.logs import get_logger
-from shared.telemetry.metrics import Metrics
-from shared.telemetry.scrub import register_secret
-from workers.context import StageContext
+from ingestd.shared.llamaparse import JobState, LlamaParseClient
+from ingestd.shared.resilience import AttemptEvent
+from ingestd.shared.settings import Settings
+from ingestd.shared.states import Status
+from ingestd.shared.telemetry.logs import get_logger
+from ingestd.shared.telemetry.metrics import Metrics
+from ingestd.shared.telemetry.scrub import register_secret
+from ingestd.workers.context import StageContext
 
 T = TypeVar("T")
 
@@ -395,7 +395,7 @@ _CLIENTS: dict[tuple[int, str, str], LlamaParseClient] = {}
 def _client(ctx: StageContext) -> LlamaParseClient:
     """One client per worker process (and event loop): its breaker and upload pacing
     span documents, and its connections are reused."""
-    from workers.stages.embed import worker_runner
+    from ingestd.workers.stages.embed import worker_runner
 
     runner = worker_runner()
     key_value = ctx.settings.llama_cloud_api_key
@@ -417,7 +417,7 @@ def _client(ctx: StageContext) -> LlamaParseClient:
 def _remote(ctx: StageContext, call: Callable[[], Awaitable[T]]) -> T:
     """Run one remote call on the worker's event loop, heartbeating and renewing the lease
     meanwhile; a lost lease cancels the call."""
-    from workers.stages.embed import worker_runner
+    from ingestd.workers.stages.embed import worker_runner
 
     async def main() -> T:
         task = asyncio.ensure_future(call())

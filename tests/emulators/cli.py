@@ -13,13 +13,13 @@ import sys
 from collections.abc import Sequence
 from enum import StrEnum
 
-from shared.emulators.llamaparse_api import (
+from ingestd.shared.malloc import tune_malloc
+from tests.emulators.llamaparse_api import (
     LlamaParseEmulator,
     LlamaParseEmulatorConfig,
     LlamaParseFault,
 )
-from shared.emulators.openai_api import OpenAIEmulator, OpenAIEmulatorConfig, OpenAIFault
-from shared.malloc import tune_malloc
+from tests.emulators.openai_api import OpenAIEmulator, OpenAIEmulatorConfig, OpenAIFault
 
 
 def _probability(text: str) -> float:

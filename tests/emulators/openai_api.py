@@ -66,7 +66,8 @@ import numpy as np
 import pybase64
 from aiohttp import web
 
-from shared.emulators._base import (
+from ingestd.shared.tokens import estimate_api_tokens, get_encoding
+from tests.emulators._base import (
     DEFAULT_RECORDED_HEADERS,
     BaseStats,
     HTTPEmulator,
@@ -77,7 +78,6 @@ from shared.emulators._base import (
     recorded_headers,
     request_id,
 )
-from shared.tokens import estimate_api_tokens, get_encoding
 
 DEFAULT_API_KEY = "sk-emulator-key"
 

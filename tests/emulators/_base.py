@@ -1,7 +1,7 @@
 """What both emulators share: an aiohttp server on a loopback port, request records, helpers.
 
 An emulator is started and stopped on one event loop (``await start()`` / ``await stop()``);
-``shared.emulators.runner.running`` gives it a loop of its own in a background thread.
+``tests.emulators.runner.running`` gives it a loop of its own in a background thread.
 Its config is a mutable dataclass read on every request, so a test may change it between
 requests; its ``stats`` are written only on the emulator's loop and read from anywhere.
 """

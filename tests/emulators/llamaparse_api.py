@@ -83,7 +83,7 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 
-from shared.emulators._base import (
+from tests.emulators._base import (
     DEFAULT_RECORDED_HEADERS,
     BaseStats,
     HTTPEmulator,
@@ -268,7 +268,7 @@ def extract_markdown(filename: str, content_type: str, data: bytes) -> str:
         return _decode_text(data)
     try:
         # Imported here: shared.parsers is optional for the emulator's own import.
-        from shared.parsers import detect_mime, iter_blocks
+        from ingestd.shared.parsers import detect_mime, iter_blocks
     except ImportError as exc:
         raise ValueError(
             f"The emulator cannot parse this file type: shared.parsers is unavailable ({exc})"
