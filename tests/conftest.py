@@ -29,6 +29,31 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("INGESTD_METRICS_STRICT", "1")
 
 
+# Tiers: a test is `db` when it uses PostgreSQL (any fixture built on `pg_admin_url`), or says
+# so with @pytest.mark.db when it reaches a server some other way (a subprocess that starts
+# the embedded one). `pytest -m "not db"` is the fast tier; the guard below keeps it honest.
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "pg_admin_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_has_no_database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """A test outside the `db` tier that opens a PostgreSQL connection fails, naming the fix."""
+    if request.node.get_closest_marker("db"):
+        return
+
+    def refuse(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError(
+            f"{request.node.nodeid} reaches PostgreSQL but is not marked db: "
+            "use a database fixture or @pytest.mark.db"
+        )
+
+    monkeypatch.setattr(psycopg.Connection, "connect", classmethod(refuse))
+    monkeypatch.setattr("pgserver.get_server", refuse)
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> str:
     configured = os.environ.get("INGESTD_TEST_ADMIN_URL") or os.environ.get("INGESTD_DATABASE_URL")

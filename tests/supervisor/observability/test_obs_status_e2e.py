@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from ingestd.shared.ingest import IngestResult
 from ingestd.shared.states import TERMINAL, Status
 from tests.emulators.openai_api import DEFAULT_API_KEY
-from tests.observability.obs_support import Daemon, cli_json, free_port, wait_until
+from tests.supervisor.observability.obs_support import Daemon, cli_json, free_port, wait_until
 
 N_DOCS = 6
 # Each embedding request takes this long, so the run lasts several seconds after the

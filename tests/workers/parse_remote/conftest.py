@@ -1,5 +1,5 @@
 """Fixtures shared with tests/http: the HTTP app on a real port, the LlamaParse emulator."""
 
-from tests.http.http_harness import db, http_settings, llamaparse, server
+from tests.supervisor.http.http_harness import db, http_settings, llamaparse, server
 
 __all__ = ["db", "http_settings", "llamaparse", "server"]

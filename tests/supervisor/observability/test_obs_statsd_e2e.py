@@ -11,7 +11,7 @@ from typing import Any
 from ingestd.shared.ingest import IngestResult
 from ingestd.shared.telemetry.metrics import MetricType, lookup, metric_segment
 from tests.emulators.openai_api import DEFAULT_API_KEY, OpenAIFault
-from tests.observability.obs_support import Daemon, StatsdSink
+from tests.supervisor.observability.obs_support import Daemon, StatsdSink
 
 MODEL = "text-embedding-3-small"
 GOOD = "\n\n".join(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import psutil
 import psycopg
+import pytest
 
 from ingestd.shared.db.embedded import embedded_url, release_embedded
 
@@ -14,6 +15,7 @@ def _postmaster_pid(home: Path) -> int:
     return int((home / "pg" / "postmaster.pid").read_text().split()[0])
 
 
+@pytest.mark.db  # starts an embedded server of its own
 def test_release_stops_a_server_no_other_process_holds(tmp_path: Path) -> None:
     url = embedded_url(tmp_path)
     with psycopg.connect(url) as conn:

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from ingestd.shared.ingest import IngestResult
-from tests.observability.obs_support import Daemon
+from tests.supervisor.observability.obs_support import Daemon
 
 API_KEY = "sk-obs-logs-5f0d9c2e7a41b38d"
 MARKER = "Whistling otters audit the quarterly ledger at midnight"

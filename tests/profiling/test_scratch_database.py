@@ -34,6 +34,7 @@ def test_a_database_is_dropped_when_the_run_fails(pg_admin_url: str) -> None:
     assert name not in _databases(pg_admin_url)
 
 
+@pytest.mark.db  # starts an embedded server of its own
 def test_an_embedded_server_is_stopped_and_its_files_deleted_after_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,7 +10,7 @@ import socket
 import time
 
 from ingestd.workers.channel import ChannelReader
-from tests.http.http_harness import SECRET, request, wait_for
+from tests.supervisor.http.http_harness import SECRET, request, wait_for
 
 
 def _free_port() -> int:

@@ -9,7 +9,7 @@ from typing import Any
 from ingestd.shared.db import reports
 from ingestd.supervisor.cli import dumps
 from ingestd.supervisor.status import gather_status
-from tests.http.http_harness import request
+from tests.supervisor.http.http_harness import request
 
 _CLOCK_KEYS = ("heartbeat_age_seconds", "uptime_seconds", "oldest_runnable_age_seconds")
 

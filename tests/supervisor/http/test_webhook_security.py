@@ -10,7 +10,7 @@ import pytest
 from ingestd.shared.llamaparse import LlamaParseClient
 from tests.emulators import call
 from tests.emulators.llamaparse_api import DEFAULT_API_KEY
-from tests.http.http_harness import (
+from tests.supervisor.http.http_harness import (
     event_body,
     park,
     request,

@@ -26,7 +26,7 @@ from typing import Any
 
 from tests import polling
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT = 60.0  # safety net only: every wait returns as soon as its condition holds
 
 # Small timeouts so a run takes seconds; the values a test exercises are set by the test.

@@ -14,7 +14,7 @@ import psycopg
 
 from ingestd.shared.ingest import IngestResult
 from tests.emulators.openai_api import DEFAULT_API_KEY
-from tests.observability.obs_support import Daemon, SentryIngest, wait_until
+from tests.supervisor.observability.obs_support import Daemon, SentryIngest, wait_until
 
 BAD_MARKER = "Quarterly figures for the Tamarind acquisition"
 GOOD_MARKER = "The lighthouse keeper logs every passing schooner"

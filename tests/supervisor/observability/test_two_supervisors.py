@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from ingestd.shared.ingest import IngestResult
-from tests.observability.obs_support import Daemon, wait_until
+from tests.supervisor.observability.obs_support import Daemon, wait_until
 
 N_DOCS = 60
 WORKERS = 2

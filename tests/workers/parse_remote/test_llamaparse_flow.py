@@ -13,7 +13,7 @@ from ingestd.shared.settings import Settings
 from ingestd.workers.base import Worker
 from tests.emulators import LlamaParseEmulator, running
 from tests.emulators.llamaparse_api import DEFAULT_API_KEY, LlamaParseFault
-from tests.http.http_harness import SECRET, AppServer, wait_for
+from tests.supervisor.http.http_harness import SECRET, AppServer, wait_for
 
 MARKDOWN = (
     "# Remote parsing guide\n\n"

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.observability.obs_support import (
+from tests.supervisor.observability.obs_support import (
     FAST_ENV,
     Daemon,
     SentryIngest,

@@ -10,7 +10,7 @@ import pytest
 
 from ingestd.shared.ingest import document_id_for
 from tests.emulators import running
-from tests.http.http_harness import AppServer, multipart, request, snapshot, zeros
+from tests.supervisor.http.http_harness import AppServer, multipart, request, snapshot, zeros
 
 
 def _upload(url: str, data: bytes, filename: str = "doc.txt", field: str = "file"):
