@@ -47,6 +47,7 @@ from ingestd.shared.db import chunks, jobs
 from ingestd.shared.db.connect import connect, database_url
 from ingestd.shared.db.embedded import embedded_url
 from ingestd.shared.db.space import ensure_space
+from ingestd.shared.embedders.setup import build_embedder, space_for
 from ingestd.shared.ingest import ingest_file
 from ingestd.shared.settings import Settings, load_settings
 from ingestd.shared.states import Status
@@ -54,7 +55,6 @@ from ingestd.shared.telemetry.metrics import Metrics
 from ingestd.shared.tokens import get_encoding
 from ingestd.workers.base import Worker
 from ingestd.workers.context import StageContext
-from ingestd.workers.embedding import build_embedder, space_for
 from ingestd.workers.stages import chunk, embed, finalize, parse
 from ingestd.workers.stages.embed import close_runner
 from profiling import generators

@@ -7,10 +7,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from ingestd.shared.embedders.setup import build_embedder
 from ingestd.shared.malloc import tune_malloc
 from ingestd.shared.settings import Settings
 from ingestd.workers.base import Worker
-from ingestd.workers.embedding import build_embedder
 from ingestd.workers.stages.embed import close_runner
 
 

@@ -44,6 +44,7 @@ import psutil
 import psycopg
 from psycopg import conninfo
 
+from ingestd.shared.channel import ChannelReader
 from ingestd.shared.db import jobs, reports
 from ingestd.shared.db.connect import connect, database_url
 from ingestd.shared.db.migrate import migrate
@@ -63,7 +64,6 @@ from ingestd.supervisor.restarts import RestartPolicy
 from ingestd.supervisor.sdnotify import SdNotifyError, SystemdNotifier
 from ingestd.supervisor.signals import SignalQueue, blocked
 from ingestd.supervisor.signals import name as signal_name
-from ingestd.workers.channel import ChannelReader
 
 EXIT_OK = 0
 EXIT_CRASH_LOOP = 1
@@ -1267,7 +1267,7 @@ def _check_embedding_space(url: str, settings: Settings) -> None:
     match the vectors already stored: before any worker is forked, with a message that
     says what to set or install."""
     from ingestd.shared.db.space import ensure_space
-    from ingestd.workers.embedding import space_for
+    from ingestd.shared.embedders.setup import space_for
 
     wanted = space_for(settings)
     with connect(url, autocommit=True, application_name="ingestd-supervisor-check") as conn:

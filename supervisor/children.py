@@ -37,10 +37,10 @@ from typing import Any
 
 import psutil
 
+from ingestd.shared.channel import ChannelReader
 from ingestd.shared.errors import ErrorClass
 from ingestd.supervisor.memory import MemoryWatch
 from ingestd.supervisor.signals import name as signal_name
-from ingestd.workers.channel import ChannelReader
 
 # The worker's exit codes (workers/process.py), from sysexits.h.
 EXIT_OK = 0

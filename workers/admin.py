@@ -8,9 +8,9 @@ import psycopg
 
 from ingestd.shared.db.reports import find_document_id
 from ingestd.shared.db.space import current_space, switch_space
+from ingestd.shared.embedders.setup import space_for
 from ingestd.shared.errors import ConfigError
 from ingestd.shared.settings import Settings
-from ingestd.workers.embedding import space_for
 
 
 def retry_documents(conn: psycopg.Connection[Any], refs: list[str], *, all_failed: bool) -> int:

@@ -18,6 +18,7 @@ from uuid import UUID
 
 import psycopg
 
+from ingestd.shared.channel import WorkerChannel
 from ingestd.shared.db import jobs
 from ingestd.shared.db.connect import connect
 from ingestd.shared.errors import IngestError, LeaseLost, unexpected
@@ -26,7 +27,6 @@ from ingestd.shared.states import Status
 from ingestd.shared.telemetry import context, sentry
 from ingestd.shared.telemetry.logs import get_logger
 from ingestd.shared.telemetry.metrics import Metrics
-from ingestd.workers.channel import WorkerChannel
 from ingestd.workers.context import StageContext, StopFlag, StopRequested
 from ingestd.workers.group import groupable, run_group
 from ingestd.workers.maintenance import IndexMaintainer, maybe_build_index
@@ -96,7 +96,7 @@ class Worker:
     def prepare(self) -> None:
         """Refuse to work in an embedding space other than the database's."""
         from ingestd.shared.db.space import ensure_space
-        from ingestd.workers.embedding import space_for
+        from ingestd.shared.embedders.setup import space_for
 
         ensure_space(self.conn, space_for(self.settings))
 

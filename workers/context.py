@@ -11,12 +11,12 @@ from uuid import UUID
 
 import psycopg
 
+from ingestd.shared.channel import WorkerChannel
 from ingestd.shared.db import jobs
 from ingestd.shared.errors import LeaseLost
 from ingestd.shared.settings import Settings
 from ingestd.shared.states import ACTIVE_OF, Status
 from ingestd.shared.telemetry.metrics import Metrics
-from ingestd.workers.channel import WorkerChannel
 
 
 class StopRequested(Exception):

@@ -45,6 +45,7 @@ from ingestd.shared.batching import BatchItem, pack
 from ingestd.shared.db import blobs, chunks, jobs, segments
 from ingestd.shared.db.chunks import ChunkRow
 from ingestd.shared.embedders.pricing import cost_usd
+from ingestd.shared.embedders.setup import input_limit
 from ingestd.shared.errors import IngestError, LeaseLost, TransientError, unexpected
 from ingestd.shared.parsers import iter_blocks
 from ingestd.shared.settings import Settings
@@ -52,7 +53,6 @@ from ingestd.shared.states import ACTIVE_OF, Status
 from ingestd.shared.telemetry import context
 from ingestd.shared.telemetry.logs import get_logger
 from ingestd.workers.context import StopRequested
-from ingestd.workers.embedding import input_limit
 from ingestd.workers.stages import chunk as chunk_stage
 from ingestd.workers.stages import finalize as finalize_stage
 from ingestd.workers.stages import parse as parse_stage

@@ -18,7 +18,9 @@ from typing import Any, NoReturn
 
 import setproctitle
 
+from ingestd.shared.channel import WorkerChannel
 from ingestd.shared.db.connect import database_url
+from ingestd.shared.embedders.setup import build_embedder
 from ingestd.shared.errors import ConfigError
 from ingestd.shared.malloc import tune_malloc
 from ingestd.shared.settings import Settings
@@ -27,8 +29,6 @@ from ingestd.shared.telemetry.logs import configure_logging, get_logger, reopen_
 from ingestd.shared.telemetry.metrics import Metrics
 from ingestd.shared.telemetry.scrub import register_secret
 from ingestd.workers.base import Worker
-from ingestd.workers.channel import WorkerChannel
-from ingestd.workers.embedding import build_embedder
 
 EXIT_OK = 0
 EXIT_CRASH = 70
@@ -45,8 +45,8 @@ def preload(settings: Settings) -> None:
     """What a parent loads once before forking workers, to share it copy-on-write:
     the BPE ranks (~38 MB) and the OpenAI client library (1-3 s of imports each
     worker would otherwise pay at every start). Nothing here opens a socket."""
+    from ingestd.shared.embedders.setup import choose
     from ingestd.shared.tokens import get_encoding
-    from ingestd.workers.embedding import choose
 
     get_encoding()
     if choose(settings) == "openai":

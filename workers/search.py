@@ -8,9 +8,9 @@ from typing import Any
 import psycopg
 
 from ingestd.shared.db.space import current_space
+from ingestd.shared.embedders.setup import build_embedder, space_for
 from ingestd.shared.errors import ConfigError
 from ingestd.shared.settings import Settings
-from ingestd.workers.embedding import build_embedder, space_for
 
 SNIPPET_CHARS = 160
 

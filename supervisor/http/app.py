@@ -47,8 +47,10 @@ from aiohttp import web
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ingestd.shared.channel import WorkerChannel
 from ingestd.shared.db.connect import database_url
 from ingestd.shared.errors import ConfigError
+from ingestd.shared.llamaparse.setup import resolve_webhook_secret
 from ingestd.shared.settings import Settings
 from ingestd.shared.telemetry import context, sentry
 from ingestd.shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
@@ -56,8 +58,6 @@ from ingestd.shared.telemetry.metrics import Metrics
 from ingestd.shared.telemetry.scrub import register_secret
 from ingestd.supervisor.http import health, uploads, webhooks
 from ingestd.supervisor.http.state import POOL_MAX, STATE, HttpState, error_response
-from ingestd.workers.channel import WorkerChannel
-from ingestd.workers.stages.parse_remote import resolve_webhook_secret
 
 T = TypeVar("T")
 

@@ -19,9 +19,9 @@ from psycopg_pool import ConnectionPool
 
 from ingestd.shared.jsonout import dumps
 from ingestd.shared.llamaparse import LlamaParseClient
+from ingestd.shared.llamaparse.setup import make_client
 from ingestd.shared.settings import Settings
 from ingestd.shared.telemetry.metrics import Metrics
-from ingestd.workers.stages.parse_remote import make_client
 
 T = TypeVar("T")
 

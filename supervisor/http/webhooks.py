@@ -59,12 +59,12 @@ from ingestd.shared.db import webhooks as sql
 from ingestd.shared.db.webhooks import Applied, JobDocument
 from ingestd.shared.errors import ErrorClass, IngestError, InvalidInput
 from ingestd.shared.llamaparse import SIGNATURE_HEADER, WEBHOOK_EVENTS, is_fresh, sign, verify
+from ingestd.shared.llamaparse.setup import classify_job_failure
 from ingestd.shared.resilience.classify import safe_message
 from ingestd.shared.states import Status
 from ingestd.shared.telemetry import context
 from ingestd.shared.telemetry.logs import get_logger
 from ingestd.supervisor.http.state import STATE, HttpState, error_response, json_response
-from ingestd.workers.stages.parse_remote import classify_job_failure
 
 log = get_logger("ingestd.http.webhooks")
 

@@ -6,6 +6,7 @@ Three generic top-level names (``shared``, ``workers``, ``supervisor``) used to 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,6 +21,13 @@ LAYERS = ("shared", "workers", "supervisor")
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools writes build/ beside the sources it builds.
+    src = out / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for layer in LAYERS:
+        shutil.copytree(ROOT / layer, src / layer, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
         [
             sys.executable,
@@ -31,7 +39,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
             "--quiet",
             "--wheel-dir",
             str(out),
-            str(ROOT),
+            str(src),
         ],
         check=True,
         cwd=out,

@@ -13,11 +13,11 @@ import signal
 import time
 from typing import Any, NoReturn
 
+from ingestd.shared.channel import WorkerChannel
 from ingestd.shared.db import jobs
 from ingestd.shared.db.connect import connect, database_url
 from ingestd.shared.settings import Settings
 from ingestd.shared.states import ACTIVE_OF, SUCCESS_OF, Status
-from ingestd.workers.channel import WorkerChannel
 
 BEAT_SECONDS = 0.05
 MB = 1024 * 1024

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ingestd.shared.channel import ChannelReader
 from ingestd.shared.errors import ErrorClass
 from ingestd.supervisor import control
 from ingestd.supervisor.children import Child, Kind, Reason, classify
@@ -19,7 +20,6 @@ from ingestd.supervisor.memory import MB, MemoryLimits, MemoryWatch, Verdict
 from ingestd.supervisor.proctitle import is_supervisor_title, supervisor_title, worker_title
 from ingestd.supervisor.restarts import RestartPolicy, backoff_delay
 from ingestd.supervisor.signals import SignalQueue
-from ingestd.workers.channel import ChannelReader
 
 
 def exited(code: int) -> int:

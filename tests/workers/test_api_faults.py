@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ingestd.shared.embedders.setup import build_embedder
 from ingestd.shared.ingest import ingest_file
-from ingestd.workers.embedding import build_embedder
 from tests.emulators.openai_api import OpenAIFault
 from tests.workers.test_pipeline import run_worker
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from ingestd.shared.embedders.setup import choose, space_for
 from ingestd.shared.errors import ConfigError
-from ingestd.workers.embedding import choose, space_for
 
 
 def test_run_refuses_to_start_without_a_usable_embedder(cli_env) -> None:

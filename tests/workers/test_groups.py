@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ingestd.shared.db.connect import connect
+from ingestd.shared.embedders.setup import build_embedder
 from ingestd.shared.ingest import ingest_stream
-from ingestd.workers.embedding import build_embedder
 from tests.workers.test_pipeline import run_worker
 from tests.workers.test_resume import kill_victim_when, release_victim, rescue
 

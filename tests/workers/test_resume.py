@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 from ingestd.shared.db import jobs
+from ingestd.shared.embedders.setup import build_embedder
 from ingestd.shared.errors import ErrorClass
 from ingestd.shared.ingest import ingest_file
-from ingestd.workers.embedding import build_embedder
 from profiling import generators
 from tests.workers.test_pipeline import run_worker
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from ingestd.shared.embedders.setup import build_embedder
 from ingestd.shared.ingest import ingest_file
-from ingestd.workers.embedding import build_embedder
 from tests.workers.test_pipeline import run_worker
 
 DOCS = {

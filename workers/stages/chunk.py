@@ -17,11 +17,11 @@ from typing import Any
 from ingestd.shared.chunking import Chunker
 from ingestd.shared.db import chunks, segments
 from ingestd.shared.db.chunks import ChunkRow
+from ingestd.shared.embedders.setup import input_limit
 from ingestd.shared.errors import IngestError, InvalidInput
 from ingestd.shared.settings import Settings
 from ingestd.shared.states import Status
 from ingestd.workers.context import StageContext
-from ingestd.workers.embedding import input_limit
 
 GROUP = 512  # chunks per COPY
 

@@ -27,19 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
-import secrets
-import stat
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ingestd.shared.db import webhooks
 from ingestd.shared.db.blobs import open_blob
 from ingestd.shared.errors import (
-    AuthError,
-    ConfigError,
     ErrorClass,
     IngestError,
     InvalidInput,
@@ -47,151 +41,27 @@ from ingestd.shared.errors import (
     TransientError,
 )
 from ingestd.shared.llamaparse import JobState, LlamaParseClient
-from ingestd.shared.resilience import AttemptEvent
-from ingestd.shared.settings import Settings
+from ingestd.shared.llamaparse.setup import (
+    SERVICE,
+    classify_job_failure,
+    make_client,
+    resolve_webhook_secret,
+    webhook_url,
+)
 from ingestd.shared.states import Status
 from ingestd.shared.telemetry.logs import get_logger
-from ingestd.shared.telemetry.metrics import Metrics
-from ingestd.shared.telemetry.scrub import register_secret
 from ingestd.workers.context import StageContext
 
 T = TypeVar("T")
 
 log = get_logger("ingestd.parse.llamaparse")
 
-SERVICE = "llamaparse"
-WEBHOOK_PATH = "/v1/webhooks/llamaparse"
-SECRET_FILE = "webhook_secret"
-MIN_SECRET_CHARS = 16
 # A job that has not finished this long after submission is given up and submitted
 # again. LlamaParse's own job timeout is 30 min + 5 min per page; this allows ~65 pages.
 JOB_DEADLINE_SECONDS = 6 * 3600.0
 # How often the worker heartbeats and renews its lease while a remote call is in flight
 # (a 500 MB upload takes longer than the supervisor's heartbeat timeout).
 KEEPALIVE_SECONDS = 1.0
-
-
-# -- configuration ----------------------------------------------------------------------
-
-
-def webhook_url(settings: Settings) -> str | None:
-    if not settings.public_url:
-        return None
-    return settings.public_url.rstrip("/") + WEBHOOK_PATH
-
-
-def resolve_webhook_secret(settings: Settings) -> str:
-    """The webhook signing secret: ``webhook_secret`` when configured, else a secret
-    generated once per deployment and kept in ``INGESTD_HOME/webhook_secret`` (mode 0600),
-    so every worker and the HTTP child of every restart agree on it."""
-    if settings.webhook_secret is not None:
-        value = settings.webhook_secret.get_secret_value()
-        if len(value.strip()) < MIN_SECRET_CHARS:
-            raise ConfigError(
-                f"webhook_secret (INGESTD_WEBHOOK_SECRET) must be at least {MIN_SECRET_CHARS}"
-                " characters: it is the key that proves a webhook came from LlamaParse"
-            )
-        register_secret(value)
-        return value
-    path = settings.home / SECRET_FILE
-    value = _read_secret_file(path)
-    if value is None:
-        value = _create_secret_file(path)
-    register_secret(value)
-    return value
-
-
-def _read_secret_file(path: os.PathLike[str]) -> str | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the webhook secret file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "r", encoding="utf-8") as fh:
-        mode = os.fstat(fh.fileno()).st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
-                f"the webhook secret file {path} is readable by others "
-                f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
-            )
-        value = fh.read().strip()
-    if not value:
-        raise ConfigError(f"the webhook secret file {path} is empty; delete it to regenerate")
-    return value
-
-
-def _create_secret_file(path: Any) -> str:
-    """Write a new secret without ever exposing a partial file: a private temporary file,
-    then ``link`` (atomic, refuses to overwrite). Whoever links first wins; the others
-    read the winner's secret."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    value = secrets.token_urlsafe(32)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(value + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            existing = _read_secret_file(path)
-            if existing is None:
-                raise ConfigError(f"the webhook secret file {path} vanished while read") from None
-            return existing
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    return value
-
-
-def attempt_metrics(metrics: Metrics) -> Callable[[AttemptEvent], None]:
-    """``api.llamaparse.*`` metrics from the client's per-attempt events."""
-
-    def on_event(event: AttemptEvent) -> None:
-        if event.attempt > 0:
-            metrics.timing(f"api.{SERVICE}.latency", event.elapsed * 1000.0)
-        if event.outcome == "retry":
-            metrics.incr(f"api.{SERVICE}.retries")
-        cls = event.error_class
-        status = event.error.http_status if event.error is not None else None
-        if event.outcome == "success":
-            metrics.incr(f"api.{SERVICE}.status.200")
-        elif status is not None:
-            metrics.incr(f"api.{SERVICE}.status.{status}")
-        if cls is ErrorClass.RATE_LIMITED:
-            metrics.incr(f"api.{SERVICE}.rate_limited")
-        elif cls is not None and event.outcome != "rejected" and (status is None or status < 400):
-            # No usable response: timeout, dropped connection, malformed reply.
-            metrics.incr(f"api.{SERVICE}.errors.{cls}")
-
-    return on_event
-
-
-def make_client(settings: Settings, metrics: Metrics) -> LlamaParseClient:
-    if settings.llama_cloud_api_key is None:
-        raise AuthError(
-            "parser=llamaparse needs a LlamaCloud API key (LLAMA_CLOUD_API_KEY); none is set"
-        )
-    key = settings.llama_cloud_api_key.get_secret_value()
-    register_secret(key)
-    return LlamaParseClient(key, settings.llama_cloud_base_url, on_event=attempt_metrics(metrics))
-
-
-_TRANSIENT_REASON = re.compile(
-    r"(?i)\b(time(?:d)?\s*out|timeout|temporar\w*|try again|internal (?:server )?error|"
-    r"unavailable|overload\w*|rate limit\w*|too many requests)\b"
-)
-
-
-def classify_job_failure(job_id: str, message: str | None) -> IngestError:
-    """A FAILED job: the document's fault unless the reason says the service's."""
-    reason = f": {message}" if message else ""
-    if message and _TRANSIENT_REASON.search(message):
-        return TransientError(f"llamaparse: job {job_id} failed{reason}")
-    return InvalidInput(f"llamaparse: job {job_id} failed{reason}")
 
 
 # -- the stage ----------------------------------------------------------------------------

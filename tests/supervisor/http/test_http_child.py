@@ -9,7 +9,7 @@ import signal
 import socket
 import time
 
-from ingestd.workers.channel import ChannelReader
+from ingestd.shared.channel import ChannelReader
 from tests.supervisor.http.http_harness import SECRET, request, wait_for
 
 

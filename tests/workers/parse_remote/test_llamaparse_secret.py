@@ -9,12 +9,12 @@ import threading
 import pytest
 
 from ingestd.shared.errors import ConfigError
-from ingestd.shared.telemetry.scrub import registered_secrets
-from ingestd.workers.stages.parse_remote import (
+from ingestd.shared.llamaparse.setup import (
     classify_job_failure,
     resolve_webhook_secret,
     webhook_url,
 )
+from ingestd.shared.telemetry.scrub import registered_secrets
 
 
 def test_generated_once_private_and_stable(make_settings) -> None:
