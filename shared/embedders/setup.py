@@ -8,15 +8,14 @@ exactly what to set or install — there is no fallback to something else.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ingestd.shared.db.space import EmbeddingSpace
 from ingestd.shared.embedders import local  # light: torch is imported only when the model loads
 from ingestd.shared.embedders.models import NATIVE_DIMENSIONS
-from ingestd.shared.errors import ConfigError, ErrorClass
-from ingestd.shared.resilience import AttemptEvent
+from ingestd.shared.errors import ConfigError
 from ingestd.shared.settings import Settings
+from ingestd.shared.telemetry.api_metrics import attempt_metrics
 from ingestd.shared.telemetry.metrics import Metrics
 
 HASH_DEFAULT_DIMS = 384
@@ -91,7 +90,7 @@ def build_embedder(settings: Settings, metrics: Metrics | None = None) -> Any:
             # limiter also learns the live remainder from the response headers.
             rpm=settings.openai_rpm / settings.workers if settings.openai_rpm else None,
             tpm=settings.openai_tpm / settings.workers if settings.openai_tpm else None,
-            on_event=_api_metrics(metrics, "openai") if metrics else None,
+            on_event=attempt_metrics(metrics, "openai") if metrics else None,
         )
         if metrics is not None:
             embedder.breaker.add_listener(
@@ -101,23 +100,3 @@ def build_embedder(settings: Settings, metrics: Metrics | None = None) -> Any:
     if space.embedder == "local":
         return make_embedder("local")
     return make_embedder("hash", dimensions=space.dimensions)
-
-
-def _api_metrics(metrics: Metrics, service: str) -> Callable[[AttemptEvent], None]:
-    def on_event(event: AttemptEvent) -> None:
-        if event.outcome == "success":
-            metrics.timing(f"api.{service}.latency", event.elapsed * 1000)
-            metrics.incr(f"api.{service}.status.200")
-            return
-        status = event.error.http_status if event.error is not None else None
-        if status is not None:
-            metrics.incr(f"api.{service}.status.{status}")
-        if event.error_class is ErrorClass.RATE_LIMITED:
-            metrics.incr(f"api.{service}.rate_limited")
-        elif event.error_class is not None and (status is None or status < 400):
-            # No usable response at all: timeout, dropped connection, malformed reply.
-            metrics.incr(f"api.{service}.errors.{event.error_class}")
-        if event.outcome == "retry":
-            metrics.incr(f"api.{service}.retries")
-
-    return on_event

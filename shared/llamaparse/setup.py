@@ -8,20 +8,18 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Callable
 from typing import Any
 
 from ingestd.shared.errors import (
     AuthError,
     ConfigError,
-    ErrorClass,
     IngestError,
     InvalidInput,
     TransientError,
 )
 from ingestd.shared.llamaparse.client import LlamaParseClient
-from ingestd.shared.resilience import AttemptEvent
 from ingestd.shared.settings import Settings
+from ingestd.shared.telemetry.api_metrics import attempt_metrics
 from ingestd.shared.telemetry.metrics import Metrics
 from ingestd.shared.telemetry.scrub import register_secret
 
@@ -104,29 +102,6 @@ def _create_secret_file(path: Any) -> str:
     return value
 
 
-def attempt_metrics(metrics: Metrics) -> Callable[[AttemptEvent], None]:
-    """``api.llamaparse.*`` metrics from the client's per-attempt events."""
-
-    def on_event(event: AttemptEvent) -> None:
-        if event.attempt > 0:
-            metrics.timing(f"api.{SERVICE}.latency", event.elapsed * 1000.0)
-        if event.outcome == "retry":
-            metrics.incr(f"api.{SERVICE}.retries")
-        cls = event.error_class
-        status = event.error.http_status if event.error is not None else None
-        if event.outcome == "success":
-            metrics.incr(f"api.{SERVICE}.status.200")
-        elif status is not None:
-            metrics.incr(f"api.{SERVICE}.status.{status}")
-        if cls is ErrorClass.RATE_LIMITED:
-            metrics.incr(f"api.{SERVICE}.rate_limited")
-        elif cls is not None and event.outcome != "rejected" and (status is None or status < 400):
-            # No usable response: timeout, dropped connection, malformed reply.
-            metrics.incr(f"api.{SERVICE}.errors.{cls}")
-
-    return on_event
-
-
 def make_client(settings: Settings, metrics: Metrics) -> LlamaParseClient:
     if settings.llama_cloud_api_key is None:
         raise AuthError(
@@ -134,7 +109,9 @@ def make_client(settings: Settings, metrics: Metrics) -> LlamaParseClient:
         )
     key = settings.llama_cloud_api_key.get_secret_value()
     register_secret(key)
-    return LlamaParseClient(key, settings.llama_cloud_base_url, on_event=attempt_metrics(metrics))
+    return LlamaParseClient(
+        key, settings.llama_cloud_base_url, on_event=attempt_metrics(metrics, SERVICE)
+    )
 
 
 _TRANSIENT_REASON = re.compile(
