@@ -220,6 +220,13 @@ def cmd_reembed(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from ingestd.supervisor.control import request_profile
 
+    try:
+        import memray  # noqa: F401  (only checked: the worker records)
+    except ImportError:
+        raise ConfigError(
+            "ingestd profile records with memray, which is not installed: "
+            "pip install 'ingestd[profile]' on this host (the workers need it too)"
+        ) from None
     settings = _settings(args)
     path = request_profile(settings, slot=args.slot)
     print(f"worker {args.slot} will record its next document with memray: {path}")
