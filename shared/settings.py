@@ -1,48 +1,155 @@
 """One typed settings object for every ingestd process.
 
 Sources, later wins: built-in defaults < TOML file (``--config`` or
-``INGESTD_CONFIG``) < environment variables. The ecosystem's standard variable
-names are used where they exist (``OPENAI_API_KEY``, ``SENTRY_DSN``, ``STATSD_*``…);
-everything else is ``INGESTD_<KEY>``. A wrong value is reported naming the key,
-where it came from, and what is allowed.
+``INGESTD_CONFIG``) < environment variables < keyword options (the command line,
+tests). The ecosystem's standard variable names are used where they exist
+(``OPENAI_API_KEY``, ``SENTRY_DSN``, ``STATSD_*``…); everything else is
+``INGESTD_<KEY>``. A wrong value is reported naming the key, where it came from,
+and what is allowed.
+
+pydantic-settings reads and merges the sources; this module adds what it does not
+do: the environment is the mapping given to ``load_settings`` (never ``os.environ``
+behind its back), a missing or unreadable TOML file is fatal, and a validation
+error becomes one readable ``ConfigError``.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from ingestd.shared.errors import ConfigError
 
-# Keys read from a standard (non-INGESTD_) environment variable.
-STANDARD_ENV: dict[str, str] = {
-    "openai_api_key": "OPENAI_API_KEY",
-    "openai_base_url": "OPENAI_BASE_URL",
-    "llama_cloud_api_key": "LLAMA_CLOUD_API_KEY",
-    "llama_cloud_base_url": "LLAMA_CLOUD_BASE_URL",
-    "sentry_dsn": "SENTRY_DSN",
-    "sentry_environment": "SENTRY_ENVIRONMENT",
-    "statsd_host": "STATSD_HOST",
-    "statsd_port": "STATSD_PORT",
-    "statsd_prefix": "STATSD_PREFIX",
-}
+
+@dataclass
+class _Load:
+    """What one ``load_settings`` call reads from, seen by ``settings_customise_sources``."""
+
+    environ: Mapping[str, str]
+    config_path: Path | None
+    # Filled by the TOML source, so that an error can say a value came from the file.
+    file_keys: frozenset[str] = field(default_factory=frozenset)
 
 
-def default_home() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+# pydantic-settings builds its sources in a classmethod with no per-call arguments; the
+# call's environment and file reach it through this variable (per thread and task).
+_LOAD: ContextVar[_Load | None] = ContextVar("ingestd_settings_load", default=None)
+
+
+def _current_load() -> _Load:
+    load = _LOAD.get()
+    if load is not None:
+        return load
+    # ``Settings()`` built directly reads the process environment, as BaseSettings does.
+    return _Load(os.environ, _config_path(None, os.environ))
+
+
+def _config_path(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:
+    value = explicit or environ.get("INGESTD_CONFIG")
+    return Path(value) if value else None
+
+
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_STATE_HOME/ingestd``, else ``~/.local/state/ingestd``, from ``environ``."""
+    environ = _current_load().environ if environ is None else environ
+    state = environ.get("XDG_STATE_HOME")
+    if not state:
+        # Path.home() would read os.environ["HOME"]; the account's entry is the answer
+        # when the given environment has no HOME, as it is for Path.home() itself.
+        home = environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
+        state = str(Path(home) / ".local" / "state")
     return Path(state) / "ingestd"
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+def _env_alias(key: str) -> str:
+    return "INGESTD_" + key.upper()
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The library's environment source over the mapping given to ``load_settings``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        name = env_name("prices_per_million")
+        if environ.get(name):
+            raise ConfigError(f"{name}: set prices in the TOML file, not the environment")
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Names are matched exactly (case_sensitive), and an empty value counts as unset,
+        # as the library's env_ignore_empty does for os.environ.
+        return {k: v for k, v in self._environ.items() if not (self.env_ignore_empty and v == "")}
+
+
+class _TomlFileSource(TomlConfigSettingsSource):
+    """The library's TOML source, but a missing or broken file stops start-up, keys may
+    sit under an ``[ingestd]`` table, and only key names (not variable names) are known."""
+
+    def __init__(self, settings_cls: type[BaseSettings], load: _Load) -> None:
+        self._load = load
+        path = load.config_path
+        # The library skips a file that does not exist; a named one that is missing is
+        # a mistake the operator must hear about.
+        if path is not None and not path.is_file():
+            what = "is not a file" if path.exists() else "not found"
+            raise ConfigError(f"config file {what}: {path}")
+        super().__init__(settings_cls, toml_file=path)
+
+    def _read_file(self, file_path: Path) -> dict[str, Any]:
+        try:
+            with file_path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"config file {file_path} cannot be read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file_path} is not valid TOML: {exc}") from None
+        table = data.get("ingestd")
+        values: dict[str, Any] = dict(table) if isinstance(table, dict) else data
+        # Checked here, not left to extra="forbid": the aliases would let a variable name
+        # such as OPENAI_API_KEY pass as a key.
+        known = Settings.model_fields
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"{file_path}: unknown key(s) {', '.join(unknown)}; "
+                f"known keys: {', '.join(sorted(known))}"
+            )
+        self._load.file_keys = frozenset(values)
+        return values
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        # Each field is read from its variable name (the alias), and set by its key name
+        # in the file and options.
+        alias_generator=_env_alias,
+        populate_by_name=True,
+        case_sensitive=True,
+        env_ignore_empty=True,
+    )
 
     # Where ingestd keeps its state: embedded database, secrets, profiles.
-    home: Path = Field(default_factory=default_home)
+    home: Path = Field(default_factory=lambda: default_home())
     # Unset: an embedded PostgreSQL + pgvector under ``home``.
     database_url: str | None = None
 
@@ -58,24 +165,26 @@ class Settings(BaseModel):
     public_url: str | None = None
     max_upload_mb: int = Field(512, ge=1)
 
-    openai_api_key: SecretStr | None = None
-    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
     openai_rpm: int | None = Field(None, ge=1)
     openai_tpm: int | None = Field(None, ge=1)
     openai_timeout_seconds: float = Field(60.0, gt=0)
-    llama_cloud_api_key: SecretStr | None = None
-    llama_cloud_base_url: str = "https://api.cloud.llamaindex.ai"
+    llama_cloud_api_key: SecretStr | None = Field(None, alias="LLAMA_CLOUD_API_KEY")
+    llama_cloud_base_url: str = Field(
+        "https://api.cloud.llamaindex.ai", alias="LLAMA_CLOUD_BASE_URL"
+    )
     webhook_secret: SecretStr | None = None  # generated under ``home`` when unset
     webhook_max_age_seconds: int = Field(300, ge=1)
     parse_callback_timeout_seconds: float = Field(600.0, gt=0)
     # USD per million tokens, by model; overrides the built-in table.
     prices_per_million: dict[str, float] = Field(default_factory=dict)
 
-    sentry_dsn: str | None = None
-    sentry_environment: str = "production"
-    statsd_host: str | None = None
-    statsd_port: int = Field(8125, ge=1, le=65535)
-    statsd_prefix: str = "ingestd"
+    sentry_dsn: str | None = Field(None, alias="SENTRY_DSN")
+    sentry_environment: str = Field("production", alias="SENTRY_ENVIRONMENT")
+    statsd_host: str | None = Field(None, alias="STATSD_HOST")
+    statsd_port: int = Field(8125, ge=1, le=65535, alias="STATSD_PORT")
+    statsd_prefix: str = Field("ingestd", alias="STATSD_PREFIX")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool | None = None  # None: JSON unless stderr is a terminal
@@ -121,43 +230,66 @@ class Settings(BaseModel):
     crash_loop_limit: int = Field(10, ge=1)  # rapid failures before the supervisor gives up
     crash_loop_window_seconds: float = Field(60.0, gt=0)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: options > environment > TOML file (> defaults, added by the library).
+        # No .env file and no secrets directory: ingestd has never read either.
+        load = _current_load()
+        return (
+            init_settings,
+            _MappingEnvSource(settings_cls, load.environ),
+            _TomlFileSource(settings_cls, load),
+        )
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.chunk_overlap_tokens >= self.chunk_target_tokens:
-            raise ValueError("chunk_overlap_tokens must be smaller than chunk_target_tokens")
+            raise _inconsistent(
+                "chunk_overlap_tokens", "must be smaller than", "chunk_target_tokens"
+            )
         if self.memory_soft_mb > self.memory_hard_mb:
-            raise ValueError("memory_soft_mb must not exceed memory_hard_mb")
+            raise _inconsistent("memory_soft_mb", "must not exceed", "memory_hard_mb")
         return self
 
     def env_name(self, key: str) -> str:
         return env_name(key)
 
 
+def _inconsistent(key: str, relation: str, other: str) -> PydanticCustomError:
+    # The keys travel in the context so that the message can say where each came from.
+    return PydanticCustomError(
+        "inconsistent",
+        "{key} {relation} {other}",
+        {"key": key, "relation": relation, "other": other},
+    )
+
+
 _SECRET_KEYS = frozenset({"openai_api_key", "llama_cloud_api_key", "webhook_secret", "sentry_dsn"})
+_KEY_BY_ALIAS = {f.alias: key for key, f in Settings.model_fields.items() if f.alias}
 
 
 def env_name(key: str) -> str:
-    return STANDARD_ENV.get(key, "INGESTD_" + key.upper())
+    """The environment variable that sets ``key``."""
+    alias = Settings.model_fields[key].alias
+    assert alias is not None  # every field has one, from alias_generator
+    return alias
 
 
-def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key in Settings.model_fields:
-        raw = environ.get(env_name(key))
-        if raw is None or raw == "":
-            continue
-        if key == "prices_per_million":
-            raise ConfigError(f"{env_name(key)}: set prices in the TOML file, not the environment")
-        values[key] = raw
-    return values
-
-
-def _origin(key: str, env_values: Mapping[str, Any], config_path: Path | None) -> str:
-    if key in env_values:
+def _origin(key: str, options: Mapping[str, Any], load: _Load) -> str:
+    if key in options:
+        return f"option '{key}'"
+    if load.environ.get(env_name(key)):
         return f"environment variable {env_name(key)}"
-    if config_path is not None:
-        return f"{config_path}: key '{key}'"
-    return f"setting '{key}'"
+    if key in load.file_keys:
+        return f"{load.config_path}: key '{key}'"
+    return f"default of '{key}'"
 
 
 def load_settings(
@@ -167,37 +299,36 @@ def load_settings(
 ) -> Settings:
     """Build and validate the settings; raise ConfigError with a readable message."""
     environ = os.environ if environ is None else environ
-    path_value = config_path or environ.get("INGESTD_CONFIG")
-    path = Path(path_value) if path_value else None
-    file_values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with path.open("rb") as fh:
-                file_values = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        # Allow an [ingestd] table or top-level keys.
-        file_values = dict(file_values.get("ingestd", file_values))
-        unknown = sorted(set(file_values) - set(Settings.model_fields))
-        if unknown:
-            raise ConfigError(
-                f"{path}: unknown key(s) {', '.join(unknown)}; "
-                f"known keys: {', '.join(sorted(Settings.model_fields))}"
-            )
-    env_values = _from_env(environ)
-    merged = {**file_values, **env_values, **{k: v for k, v in overrides.items() if v is not None}}
+    load = _Load(environ, _config_path(config_path, environ))
+    # An option left as None (an absent command-line flag) does not override anything.
+    options = {k: v for k, v in overrides.items() if v is not None}
+    token = _LOAD.set(load)
     try:
-        return Settings.model_validate(merged)
+        return Settings(**options)
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            key = str(err["loc"][0]) if err["loc"] else ""
-            where = _origin(key, env_values, path) if key else "settings"
-            detail = err["msg"]
-            if err["type"] == "literal_error":
-                detail = f"must be one of {err['ctx']['expected']}"
-            shown = "" if key in _SECRET_KEYS else f" (got {err.get('input')!r})"
-            lines.append(f"{where}: {detail}{shown}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError(_describe(exc, options, load)) from None
+    finally:
+        _LOAD.reset(token)
+
+
+def _describe(exc: ValidationError, options: Mapping[str, Any], load: _Load) -> str:
+    lines = []
+    for err in exc.errors():
+        if err["type"] == "inconsistent":
+            # A model-level error: its input is every value, secrets included, so it is
+            # never shown; the two keys and their sources are.
+            keys = (err["ctx"]["key"], err["ctx"]["other"])
+            where = "; ".join(_origin(k, options, load) for k in keys)
+            lines.append(f"{where}: {err['msg']}")
+            continue
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        key = _KEY_BY_ALIAS.get(loc, loc)
+        where = _origin(key, options, load) if key else "settings"
+        detail = err["msg"]
+        if err["type"] == "literal_error":
+            detail = f"must be one of {err['ctx']['expected']}"
+        shown = "" if key in _SECRET_KEYS or not key else f" (got {err.get('input')!r})"
+        lines.append(f"{where}: {detail}{shown}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
