@@ -121,6 +121,12 @@ class _TomlFileSource(TomlConfigSettingsSource):
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {file_path} is not valid TOML: {exc}") from None
         table = data.get("ingestd")
+        if isinstance(table, dict) and len(data) > 1:
+            beside = ", ".join(sorted(k for k in data if k != "ingestd"))
+            raise ConfigError(
+                f"{file_path}: {beside} beside the [ingestd] table would be ignored; "
+                "put every key under [ingestd], or none"
+            )
         values: dict[str, Any] = dict(table) if isinstance(table, dict) else data
         # Checked here, not left to extra="forbid": the aliases would let a variable name
         # such as OPENAI_API_KEY pass as a key.

@@ -128,6 +128,14 @@ def test_a_variable_name_is_not_a_key_in_the_file(tmp_path: Path) -> None:
     assert "sk-in-file" not in message
 
 
+def test_keys_beside_the_ingestd_table_are_refused_not_ignored(tmp_path: Path) -> None:
+    config = _toml(tmp_path, 'workers = 3\n[ingestd]\nembedder = "hash"\n')
+
+    message = _error(config, environ={})
+
+    assert "workers beside the [ingestd] table would be ignored" in message
+
+
 def test_a_missing_or_broken_file_is_fatal(tmp_path: Path) -> None:
     missing = tmp_path / "missing.toml"
     assert _error(missing, environ={}) == f"config file not found: {missing}"
