@@ -135,7 +135,10 @@ _REAPED = ErrorClass.LEASE_EXPIRED
 
 
 def reap_expired(conn: psycopg.Connection[Any], *, max_attempts: int, limit: int = 100) -> int:
-    """Requeue (or kill) documents whose worker stopped renewing its lease."""
+    """Requeue (or kill) documents whose worker stopped renewing its lease.
+
+    Set-based, so the attempt's end is decided in the statement by the SQL form of
+    ``shared.db.attempts``' rule, for the ``lease_expired`` class."""
     with conn.transaction():
         cur = conn.execute(
             _REAP,
@@ -448,7 +451,8 @@ def end_attempt(
     retry_cap: float,
     worker: str | None = None,
 ) -> Outcome:
-    """Record a failed attempt: retry later, fail permanently, or declare it dead.
+    """Record a failed attempt: retry later, fail permanently, or declare it dead
+    (``shared.db.attempts.decide``).
 
     ``owner=None`` (the supervisor releasing a dead worker's document) matches any
     lease holder named ``worker``; otherwise the lease must be ours.
