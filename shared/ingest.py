@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 import psycopg
 
+from ingestd.shared.db import jobs, reports
 from ingestd.shared.db.blobs import write_blob
 from ingestd.shared.errors import IngestError
 
@@ -77,8 +78,8 @@ def ingest_stream(
             conn, stream, source=source, filename=filename, mime=mime, correlation_id=correlation_id
         )
     except _Duplicate as dup:
-        row = conn.execute("SELECT status FROM documents WHERE id = %s", (dup.doc_id,)).fetchone()
-        return IngestResult(source, str(row["status"]) if row else "unknown", dup.doc_id)
+        status = reports.status_of(conn, dup.doc_id)
+        return IngestResult(source, str(status) if status else "unknown", dup.doc_id)
 
 
 def _store(
@@ -93,24 +94,20 @@ def _store(
     with conn.transaction():
         oid, sha, size = write_blob(conn, stream)  # type: ignore[arg-type]
         doc_id = document_id_for(sha)
-        row = conn.execute(
-            "INSERT INTO documents (id, content_sha256, source, filename, mime_type, size_bytes,"
-            " blob_oid, correlation_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (content_sha256) DO NOTHING RETURNING id, status",
-            (doc_id, sha, source, filename, mime, size, oid, correlation_id),
-        ).fetchone()
-        if row is None:
+        created = jobs.add_document(
+            conn,
+            doc_id,
+            content_sha256=sha,
+            source=source,
+            filename=filename,
+            mime_type=mime,
+            size_bytes=size,
+            blob_oid=oid,
+            correlation_id=correlation_id,
+        )
+        if not created:
             # Same bytes already stored: drop the copy we just wrote.
             raise _Duplicate(doc_id)
-        conn.execute(
-            "INSERT INTO document_events (document_id, event, to_status, attempt, correlation_id,"
-            " details) VALUES (%s, 'ingested', 'queued', 0, %s, %s)",
-            (
-                doc_id,
-                correlation_id,
-                psycopg.types.json.Jsonb({"size_bytes": size, "mime_type": mime, "source": source}),
-            ),
-        )
     return IngestResult(source, "queued", doc_id, created=True)
 
 

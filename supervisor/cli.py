@@ -186,19 +186,14 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from ingestd.shared.db import reports
+    from ingestd.shared.db import jobs, reports
 
     settings = _settings(args)
     conn = _db(settings)
     missing = 0
     for ref in args.document_ids:
         doc_id = reports.find_document_id(conn, ref)
-        deleted = (
-            doc_id
-            and conn.execute(
-                "DELETE FROM documents WHERE id = %s RETURNING id", (doc_id,)
-            ).fetchone()
-        )
+        deleted = doc_id is not None and jobs.delete_document(conn, doc_id)
         if deleted:
             print(f"deleted {doc_id}")
         else:

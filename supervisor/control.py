@@ -3,8 +3,9 @@
 A supervisor makes itself known two ways: a pid file under INGESTD_HOME (for
 commands on the same machine), and rows in ``supervisor_status``/``worker_status``
 (for ``ingestd status`` and ``/v1/status`` on any host), refreshed about every
-second and deleted when it exits. The supervisor's own queries (those rows, the
-``--drain`` check) are here too; document status changes go through shared.db.jobs.
+second and deleted when it exits. Their SQL is in ``shared.db.supervisors``, the
+``--drain`` and lease questions in ``shared.db.reports``; document status changes
+go through ``shared.db.jobs``.
 
 Control requests go through files plus a signal, because only the supervisor
 knows which pid is in which slot right now: ``request_profile`` writes
@@ -21,19 +22,17 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 import psycopg
-from psycopg.types.json import Jsonb
 
+from ingestd.shared.db import reports, supervisors
 from ingestd.shared.db.connect import connect, database_url
 from ingestd.shared.errors import ConfigError
 from ingestd.shared.settings import Settings
-from ingestd.shared.states import TERMINAL, Status
 from ingestd.supervisor.proctitle import is_supervisor_title
 
 PID_FILE = "supervisor.pid"
@@ -94,124 +93,30 @@ def is_running_supervisor(pid: int) -> bool:
 # -- what the supervisor publishes ----------------------------------------------------
 
 
-def publish(
-    conn: psycopg.Connection[Any],
-    *,
-    supervisor: str,
-    pid: int,
-    host: str,
-    started_at: datetime,
-    state: str,
-    details: Mapping[str, Any],
-    workers: Iterable[Mapping[str, Any]],
-) -> None:
-    """Replace this supervisor's rows with the current truth, in one transaction.
-
-    ``workers``: dicts with slot, pid, owner, started_at, heartbeat_age (seconds or
-    None), uss_bytes, document_id, stage, documents_done.
-    """
-    rows = list(workers)
-    with conn.transaction():
-        conn.execute(
-            "INSERT INTO supervisor_status"
-            " (supervisor, pid, hostname, started_at, updated_at, state, details)"
-            " VALUES (%s, %s, %s, %s, now(), %s, %s)"
-            " ON CONFLICT (supervisor) DO UPDATE SET updated_at = now(),"
-            " state = EXCLUDED.state, details = EXCLUDED.details",
-            (supervisor, pid, host, started_at, state, Jsonb(dict(details))),
-        )
-        conn.execute(
-            "DELETE FROM worker_status WHERE supervisor = %s AND NOT (slot = ANY(%s))",
-            (supervisor, [r["slot"] for r in rows]),
-        )
-        if rows:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO worker_status (supervisor, slot, pid, owner, started_at,"
-                    " heartbeat_at, uss_bytes, document_id, stage, documents_done, updated_at)"
-                    " VALUES (%(supervisor)s, %(slot)s, %(pid)s, %(owner)s, %(started_at)s,"
-                    " now() - make_interval(secs => %(heartbeat_age)s), %(uss_bytes)s,"
-                    " %(document_id)s, %(stage)s, %(documents_done)s, now())"
-                    " ON CONFLICT (supervisor, slot) DO UPDATE SET pid = EXCLUDED.pid,"
-                    " owner = EXCLUDED.owner, started_at = EXCLUDED.started_at,"
-                    " heartbeat_at = EXCLUDED.heartbeat_at, uss_bytes = EXCLUDED.uss_bytes,"
-                    " document_id = EXCLUDED.document_id, stage = EXCLUDED.stage,"
-                    " documents_done = EXCLUDED.documents_done, updated_at = now()",
-                    [
-                        {**r, "supervisor": supervisor, "document_id": _uuid_or_none(r)}
-                        for r in rows
-                    ],
-                )
-
-
-def _uuid_or_none(row: Mapping[str, Any]) -> uuid.UUID | None:
-    # A heartbeat is the worker's word, not a checked value: a malformed id is dropped
-    # from the status table rather than failing the whole publication.
-    value = row.get("document_id")
-    if value is None:
-        return None
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
-def withdraw(conn: psycopg.Connection[Any], supervisor: str) -> None:
-    with conn.transaction():
-        conn.execute("DELETE FROM worker_status WHERE supervisor = %s", (supervisor,))
-        conn.execute("DELETE FROM supervisor_status WHERE supervisor = %s", (supervisor,))
+# The supervisor's rows live in ``shared.db.supervisors``; these names are the ones the
+# supervisor and the CLI have always called.
+publish = supervisors.publish
+withdraw = supervisors.withdraw
+worker_slots = supervisors.worker_slots
+outstanding_documents = reports.outstanding_documents
+leased_by = reports.leased_by
 
 
 def forget_dead_supervisors(conn: psycopg.Connection[Any], host: str) -> list[str]:
     """Delete the rows of supervisors on this host whose process is gone (a SIGKILLed
     supervisor cannot delete its own). Other hosts' rows are theirs to manage."""
-    rows = conn.execute(
-        "SELECT supervisor, pid FROM supervisor_status WHERE hostname = %s", (host,)
-    ).fetchall()
-    dead = [r["supervisor"] for r in rows if not is_running_supervisor(r["pid"])]
+    dead = [
+        r["supervisor"]
+        for r in local_supervisors(conn, host)
+        if not is_running_supervisor(r["pid"])
+    ]
     for sup in dead:
         withdraw(conn, sup)
     return dead
 
 
 def local_supervisors(conn: psycopg.Connection[Any], host: str) -> list[dict[str, Any]]:
-    return conn.execute(
-        "SELECT supervisor, pid, state, details FROM supervisor_status WHERE hostname = %s"
-        " ORDER BY started_at DESC",
-        (host,),
-    ).fetchall()
-
-
-def worker_slots(conn: psycopg.Connection[Any], supervisor: str) -> list[int]:
-    rows = conn.execute(
-        "SELECT slot FROM worker_status WHERE supervisor = %s ORDER BY slot", (supervisor,)
-    ).fetchall()
-    return [r["slot"] for r in rows]
-
-
-# -- questions about the queue -----------------------------------------------------
-
-_OUTSTANDING = (
-    "SELECT count(*) AS n FROM documents"
-    " WHERE NOT (status = ANY(%s::document_status[]))"
-    " AND NOT (status = %s AND run_after > now())"
-)
-
-
-def outstanding_documents(conn: psycopg.Connection[Any]) -> int:
-    """Documents a ``--drain`` run still waits for: every non-terminal document —
-    runnable, in flight, or waiting for a scheduled retry — except those parked in
-    ``awaiting_parse`` until a future ``run_after`` (their parser's callback may take
-    half an hour; a later run or the HTTP child's webhook picks them up)."""
-    row = conn.execute(
-        _OUTSTANDING, ([str(s) for s in TERMINAL], str(Status.AWAITING_PARSE))
-    ).fetchone()
-    return int(row["n"]) if row else 0
-
-
-def leased_by(conn: psycopg.Connection[Any], owner: str) -> list[uuid.UUID]:
-    rows = conn.execute("SELECT id FROM documents WHERE lease_owner = %s", (owner,)).fetchall()
-    return [r["id"] for r in rows]
+    return supervisors.on_host(conn, host)
 
 
 # -- control commands ------------------------------------------------------------------

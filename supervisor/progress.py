@@ -10,21 +10,11 @@ from uuid import UUID
 
 import psycopg
 
+from ingestd.shared.db import reports, supervisors
 from ingestd.shared.states import TERMINAL
 
-
-def _statuses(conn: psycopg.Connection[Any], ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT id, status, error_class, error_message FROM documents WHERE id = ANY(%s)", (ids,)
-    ).fetchall()
-    return {r["id"]: r for r in rows}
-
-
-def _live_workers(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute(
-        "SELECT count(*) AS n FROM worker_status WHERE heartbeat_at > now() - interval '30 seconds'"
-    ).fetchone()
-    return int(row["n"]) if row else 0
+# A worker that published no heartbeat for this long is not counted as running.
+_LIVE_WITHIN_SECONDS = 30.0
 
 
 def wait_for_documents(
@@ -56,13 +46,16 @@ def wait_for_documents(
         task = progress.add_task("ingesting", total=len(ids))
     try:
         while True:
-            rows = _statuses(conn, ids)
+            rows = reports.statuses(conn, ids)
             done = [r for r in rows.values() if r["status"] in TERMINAL]
             if progress is not None:
                 progress.update(task, completed=len(done))
             if len(done) == len(ids):
                 break
-            if not warned and _live_workers(conn) == 0:
+            if (
+                not warned
+                and supervisors.workers_alive(conn, within_seconds=_LIVE_WITHIN_SECONDS) == 0
+            ):
                 print(
                     "waiting: no ingestd workers are running (start `ingestd run`)", file=sys.stderr
                 )

@@ -12,23 +12,16 @@ from typing import Any
 import psycopg
 
 from ingestd.shared.db import reports
+from ingestd.shared.db import supervisors as db_supervisors
 
 
 def gather_status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-    workers = conn.execute(
-        "SELECT supervisor, slot, pid, owner, uss_bytes, document_id, stage, documents_done,"
-        " extract(epoch FROM now() - heartbeat_at) AS heartbeat_age_seconds,"
-        " extract(epoch FROM now() - started_at) AS uptime_seconds"
-        " FROM worker_status ORDER BY supervisor, slot"
-    ).fetchall()
+    workers = db_supervisors.all_workers(conn)
     for w in workers:
         w["document_id"] = str(w["document_id"]) if w["document_id"] else None
         for key in ("heartbeat_age_seconds", "uptime_seconds"):
             w[key] = round(float(w[key]), 3) if w[key] is not None else None
-    supervisors = conn.execute(
-        "SELECT supervisor, pid, hostname, state, started_at, updated_at, details"
-        " FROM supervisor_status ORDER BY supervisor"
-    ).fetchall()
+    supervisors = db_supervisors.all_supervisors(conn)
     minutes = (1, 5, 15)
     return {
         "documents": reports.counts_by_status(conn),

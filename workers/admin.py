@@ -6,6 +6,7 @@ from typing import Any
 
 import psycopg
 
+from ingestd.shared.db import jobs
 from ingestd.shared.db.reports import find_document_id
 from ingestd.shared.db.space import current_space, switch_space
 from ingestd.shared.embedders.setup import space_for
@@ -20,21 +21,7 @@ def retry_documents(conn: psycopg.Connection[Any], refs: list[str], *, all_faile
         if doc_id is None:
             raise ConfigError(f"no document matches {ref!r}")
         ids.append(doc_id)
-    where = "status IN ('failed', 'dead')" + ("" if all_failed else " AND id = ANY(%s)")
-    params: tuple[Any, ...] = () if all_failed else (ids,)
-    with conn.transaction():
-        rows = conn.execute(
-            f"UPDATE documents SET status = 'queued', attempts = 0, run_after = now(),"
-            f" error_class = NULL, error_message = NULL WHERE {where} RETURNING id, correlation_id",
-            params,
-        ).fetchall()
-        for r in rows:
-            conn.execute(
-                "INSERT INTO document_events (document_id, event, to_status, correlation_id)"
-                " VALUES (%s, 'operator_retry', 'queued', %s)",
-                (r["id"], r["correlation_id"]),
-            )
-    return len(rows)
+    return jobs.requeue_failed(conn, None if all_failed else ids)
 
 
 def reembed(conn: psycopg.Connection[Any], settings: Settings, *, confirm: bool) -> int:

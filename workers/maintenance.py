@@ -11,28 +11,18 @@ worker on one host does it. From then on PostgreSQL keeps it up incrementally.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import psycopg
 
+from ingestd.shared.db import vector_index
 from ingestd.shared.db.connect import connect
+from ingestd.shared.db.vector_index import INDEX_NAME, index_state
 from ingestd.shared.telemetry.logs import get_logger
 
-INDEX_NAME = "chunks_embedding_hnsw"
-_LOCK = 0x686E7377  # "hnsw"
+# The index's name and state are re-exported: callers ask the maintenance module.
+__all__ = ["INDEX_NAME", "IndexMaintainer", "index_state", "maybe_build_index"]
+
 log = get_logger("ingestd.maintenance")
-
-
-def index_state(conn: psycopg.Connection[Any]) -> str:
-    """'valid', 'invalid' (a failed concurrent build left it) or 'missing'."""
-    row = conn.execute(
-        "SELECT i.indisvalid AS valid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
-        " WHERE c.relname = %s",
-        (INDEX_NAME,),
-    ).fetchone()
-    if row is None:
-        return "missing"
-    return "valid" if row["valid"] else "invalid"
 
 
 def maybe_build_index(url: str, *, min_rows: int) -> bool:
@@ -40,34 +30,20 @@ def maybe_build_index(url: str, *, min_rows: int) -> bool:
     with connect(url, autocommit=True, application_name="ingestd-maintenance") as conn:
         if index_state(conn) == "valid":
             return False
-        if not conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (_LOCK,)).fetchone()["got"]:
+        if not vector_index.try_lock_builder(conn):
             return False  # another worker is building it
         try:
-            typed = conn.execute(
-                "SELECT atttypmod > 0 AS typed FROM pg_attribute"
-                " WHERE attrelid = 'chunks'::regclass AND attname = 'embedding'"
-            ).fetchone()["typed"]
-            if not typed:
+            if not vector_index.space_fixed(conn):
                 return False  # no embedding space fixed yet
-            have = conn.execute(
-                "SELECT count(*) AS n FROM (SELECT 1 FROM chunks WHERE embedding IS NOT NULL"
-                " LIMIT %s) s",
-                (min_rows,),
-            ).fetchone()["n"]
+            have = vector_index.vectors_at_least(conn, min_rows)
             if have < min_rows:
                 return False
-            if index_state(conn) == "invalid":
-                conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX_NAME}")
             log.info("building the HNSW index", rows_at_least=have)
-            conn.execute("SET maintenance_work_mem = '256MB'")
-            conn.execute(
-                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX_NAME}"
-                " ON chunks USING hnsw (embedding vector_cosine_ops)"
-            )
+            vector_index.build(conn)
             log.info("HNSW index built")
             return True
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
+            vector_index.unlock_builder(conn)
 
 
 class IndexMaintainer:

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 
+from ingestd.shared.db.chunks import nearest_chunks
 from ingestd.shared.db.space import current_space
 from ingestd.shared.embedders.setup import build_embedder, space_for
 from ingestd.shared.errors import ConfigError
@@ -36,14 +37,7 @@ def search(
             await embedder.aclose()
 
     vector = asyncio.run(embed())[0]
-    rows = conn.execute(
-        "SELECT c.document_id, d.filename, d.source, c.ordinal, c.heading,"
-        " c.embedding <=> %s AS distance, left(c.text, %s) AS snippet"
-        " FROM chunks c JOIN documents d ON d.id = c.document_id"
-        " WHERE c.embedding IS NOT NULL AND d.status = 'complete'"
-        " ORDER BY c.embedding <=> %s LIMIT %s",
-        (vector, SNIPPET_CHARS, vector, k),
-    ).fetchall()
+    rows = nearest_chunks(conn, vector, k=k, snippet_chars=SNIPPET_CHARS)
     for r in rows:
         r["document_id"] = str(r["document_id"])
         r["distance"] = float(r["distance"])

@@ -249,3 +249,18 @@ def embedding_counts_many(
         (list(ids), chunker, version),
     ).fetchall()
     return {r["document_id"]: (int(r["total"]), int(r["embedded"])) for r in rows}
+
+
+def nearest_chunks(
+    conn: psycopg.Connection[Any], vector: Any, *, k: int, snippet_chars: int
+) -> list[dict[str, Any]]:
+    """The ``k`` chunks of complete documents nearest ``vector`` by cosine distance,
+    each with its document, heading and the start of its text."""
+    return conn.execute(
+        "SELECT c.document_id, d.filename, d.source, c.ordinal, c.heading,"
+        " c.embedding <=> %s AS distance, left(c.text, %s) AS snippet"
+        " FROM chunks c JOIN documents d ON d.id = c.document_id"
+        " WHERE c.embedding IS NOT NULL AND d.status = 'complete'"
+        " ORDER BY c.embedding <=> %s LIMIT %s",
+        (vector, snippet_chars, vector, k),
+    ).fetchall()

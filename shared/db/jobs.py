@@ -1,7 +1,13 @@
 """Every operation that changes a document's status, in one place.
 
 A document's status changes only through these functions, each one statement
-(or one transaction) that also writes the event-history row explaining it.
+(or one transaction) that also writes the event-history row explaining it: its
+creation (``add_document``), claims and stage transitions, the end of a failed
+attempt (the rule is ``shared.db.attempts``), leases reaped or released, the
+parser's result or failure arriving for a parked document, and the operator's
+requeues (retry, re-embed). No other module writes ``documents.status`` or a
+``document_events`` row.
+
 Every change made by a worker is conditioned on that worker still holding the
 lease: if another worker reclaimed the document, the update matches nothing and
 ``LeaseLost`` tells the caller to let go.
@@ -23,7 +29,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ingestd.shared.db.attempts import SQL_FUNCTION, Decision, Ending, decide
 from ingestd.shared.errors import ErrorClass, IngestError, LeaseLost
+from ingestd.shared.resilience.backoff import document_backoff
 from ingestd.shared.states import ACTIVE, ACTIVE_OF, RESTING_OF, RUNNABLE, Status, is_handover
 
 
@@ -62,9 +70,11 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 ), upd AS (
     UPDATE documents d SET
-        status = CASE WHEN d.attempts + 1 >= %(max_attempts)s THEN 'dead'::document_status
+        status = CASE {attempt_end}(%(retryable)s, d.attempts + %(counts)s, %(max_attempts)s)
+                      WHEN 'dead' THEN 'dead'::document_status
+                      WHEN 'failed' THEN 'failed'::document_status
                       ELSE {resting} END,
-        attempts = d.attempts + 1,
+        attempts = d.attempts + %(counts)s,
         lease_owner = NULL, lease_expires_at = NULL, run_after = now(),
         error_class = 'lease_expired',
         error_message = 'lease held by ' || expired.lease_owner
@@ -78,9 +88,14 @@ INSERT INTO document_events
      error_class, message)
 SELECT id, 'lease_expired', from_status::text, from_status, status, attempts, worker,
        correlation_id, 'lease_expired', 'lease expired; ' ||
-       CASE WHEN status = 'dead' THEN 'attempts exhausted' ELSE 'requeued' END
+       CASE status WHEN 'dead' THEN 'attempts exhausted' WHEN 'failed' THEN 'failed'
+                   ELSE 'requeued' END
 FROM upd
-""").format(active=_in(ACTIVE), resting=_case("expired.status", RESTING_OF))
+""").format(
+    active=_in(ACTIVE),
+    resting=_case("expired.status", RESTING_OF),
+    attempt_end=sql.Identifier(SQL_FUNCTION),
+)
 
 _CLAIM = sql.SQL("""
 WITH picked AS (
@@ -116,10 +131,24 @@ SELECT * FROM upd
 """).format(runnable=_in(RUNNABLE), active=_case("picked.status", ACTIVE_OF))
 
 
+_REAPED = ErrorClass.LEASE_EXPIRED
+
+
 def reap_expired(conn: psycopg.Connection[Any], *, max_attempts: int, limit: int = 100) -> int:
-    """Requeue (or kill) documents whose worker stopped renewing its lease."""
+    """Requeue (or kill) documents whose worker stopped renewing its lease.
+
+    Set-based, so the attempt's end is decided in the statement by the SQL form of
+    ``shared.db.attempts``' rule, for the ``lease_expired`` class."""
     with conn.transaction():
-        cur = conn.execute(_REAP, {"limit": limit, "max_attempts": max_attempts})
+        cur = conn.execute(
+            _REAP,
+            {
+                "limit": limit,
+                "max_attempts": max_attempts,
+                "retryable": _REAPED.retryable,
+                "counts": int(_REAPED.counts_attempt),
+            },
+        )
         return cur.rowcount
 
 
@@ -400,11 +429,7 @@ def retry_delay(
     retry_after: float | None = None,
 ) -> float:
     """Exponential backoff with full jitter, never sooner than the server asked."""
-    rng = rng or random.Random()
-    delay = rng.uniform(0, min(cap, base * (2 ** max(attempts - 1, 0))))
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
+    return document_backoff(base, cap).delay(attempts, rng, retry_after=retry_after)
 
 
 @dataclass(frozen=True)
@@ -426,7 +451,8 @@ def end_attempt(
     retry_cap: float,
     worker: str | None = None,
 ) -> Outcome:
-    """Record a failed attempt: retry later, fail permanently, or declare it dead.
+    """Record a failed attempt: retry later, fail permanently, or declare it dead
+    (``shared.db.attempts.decide``).
 
     ``owner=None`` (the supervisor releasing a dead worker's document) matches any
     lease holder named ``worker``; otherwise the lease must be ours.
@@ -444,42 +470,75 @@ def end_attempt(
         if row is None:
             raise LeaseLost(f"document {doc_id} is not leased by {owner or worker}")
         current = Status(row["status"])
-        attempts = row["attempts"] + (1 if error.error_class.counts_attempt else 0)
-        cls = error.error_class
-        run_after: datetime | None = None
-        if not cls.retryable:
-            target, event = Status.FAILED, "failed"
-        elif attempts >= max_attempts:
-            target, event = Status.DEAD, "dead"
-        else:
-            target, event = RESTING_OF.get(current, current), "retry_scheduled"
-        delay = 0.0
-        if target not in (Status.FAILED, Status.DEAD):
-            delay = retry_delay(
-                attempts, base=retry_base, cap=retry_cap, retry_after=error.retry_after
-            )
-        upd = conn.execute(
-            "UPDATE documents SET status = %s, attempts = %s, error_class = %s,"
-            " error_message = %s, lease_owner = NULL, lease_expires_at = NULL,"
-            " run_after = now() + make_interval(secs => %s)"
-            " WHERE id = %s RETURNING run_after",
-            (str(target), attempts, str(cls), error.message[:2000], delay, doc_id),
-        ).fetchone()
-        run_after = upd["run_after"] if target not in (Status.FAILED, Status.DEAD) else None
-        add_event(
+        return _end_attempt(
             conn,
             doc_id,
-            event,
-            stage=str(current),
-            from_status=current,
-            to_status=target,
-            attempt=attempts,
+            current=current,
+            resting=RESTING_OF.get(current, current),
+            decision=decide(error.error_class, row["attempts"], max_attempts),
+            error=error,
+            retry_base=retry_base,
+            retry_cap=retry_cap,
             worker=owner or worker,
-            error_class=str(cls),
-            message=error.message[:2000],
-            details={"retry_in_seconds": round(delay, 3)} if run_after else None,
         )
-    return Outcome(target, attempts, run_after)
+
+
+_EVENT_OF = {Ending.RETRY: "retry_scheduled", Ending.FAILED: "failed", Ending.DEAD: "dead"}
+
+
+def _end_attempt(
+    conn: psycopg.Connection[Any],
+    doc_id: UUID,
+    *,
+    current: Status,
+    resting: Status,
+    decision: Decision,
+    error: IngestError,
+    retry_base: float,
+    retry_cap: float,
+    worker: str | None,
+    forget_parse_job: bool = False,
+    details: Mapping[str, Any] | None = None,
+) -> Outcome:
+    """Write the decided end of an attempt on a row the caller has locked: status,
+    attempts, error, no lease, and the backed-off ``run_after`` of a retry."""
+    target = {Ending.FAILED: Status.FAILED, Ending.DEAD: Status.DEAD}.get(decision.ending, resting)
+    retrying = decision.ending is Ending.RETRY
+    delay = 0.0
+    if retrying:
+        delay = retry_delay(
+            decision.attempts, base=retry_base, cap=retry_cap, retry_after=error.retry_after
+        )
+    message = error.message[:2000]
+    # The asynchronous parser's job id is dropped when its failure ends the attempt:
+    # the next attempt uploads afresh.
+    forget = sql.SQL(", parse_job_id = NULL") if forget_parse_job else sql.SQL("")
+    upd = conn.execute(
+        sql.SQL(
+            "UPDATE documents SET status = %s, attempts = %s, error_class = %s,"
+            " error_message = %s, lease_owner = NULL, lease_expires_at = NULL{forget},"
+            " run_after = now() + make_interval(secs => %s)"
+            " WHERE id = %s RETURNING run_after"
+        ).format(forget=forget),
+        (str(target), decision.attempts, str(error.error_class), message, delay, doc_id),
+    ).fetchone()
+    event_details = dict(details or {})
+    if retrying:
+        event_details["retry_in_seconds"] = round(delay, 3)
+    add_event(
+        conn,
+        doc_id,
+        _EVENT_OF[decision.ending],
+        stage=str(current),
+        from_status=current,
+        to_status=target,
+        attempt=decision.attempts,
+        worker=worker,
+        error_class=str(error.error_class),
+        message=message,
+        details=event_details or None,
+    )
+    return Outcome(target, decision.attempts, upd["run_after"] if retrying else None)
 
 
 def release_worker_leases(
@@ -546,3 +605,152 @@ def release(conn: psycopg.Connection[Any], doc_id: UUID, owner: str, *, reason: 
             message=reason,
         )
     return True
+
+
+# -- a document's first status, and its removal -------------------------------------------
+
+
+def add_document(
+    conn: psycopg.Connection[Any],
+    doc_id: UUID,
+    *,
+    content_sha256: str,
+    source: str,
+    filename: str,
+    mime_type: str,
+    size_bytes: int,
+    blob_oid: int,
+    correlation_id: UUID,
+) -> bool:
+    """Insert a ``queued`` document and its ``ingested`` event, in one statement.
+
+    False when a document with the same content already exists (nothing is written).
+    """
+    row = conn.execute(
+        "WITH ins AS (INSERT INTO documents (id, content_sha256, source, filename, mime_type,"
+        " size_bytes, blob_oid, correlation_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (content_sha256) DO NOTHING RETURNING id, status, correlation_id)"
+        " INSERT INTO document_events (document_id, event, to_status, attempt, correlation_id,"
+        " details) SELECT id, 'ingested', status, 0, correlation_id, %s FROM ins"
+        " RETURNING document_id",
+        (
+            doc_id,
+            content_sha256,
+            source,
+            filename,
+            mime_type,
+            size_bytes,
+            blob_oid,
+            correlation_id,
+            Jsonb({"size_bytes": size_bytes, "mime_type": mime_type, "source": source}),
+        ),
+    ).fetchone()
+    return row is not None
+
+
+def delete_document(conn: psycopg.Connection[Any], doc_id: UUID) -> bool:
+    """Delete a document with its chunks, segments and history (foreign keys cascade)."""
+    row = conn.execute("DELETE FROM documents WHERE id = %s RETURNING id", (doc_id,)).fetchone()
+    return row is not None
+
+
+# -- the operator's requeues --------------------------------------------------------------
+
+
+def requeue_failed(conn: psycopg.Connection[Any], ids: Sequence[UUID] | None) -> int:
+    """Put failed and dead documents (``ids``, or all of them with None) back in the
+    queue with a fresh attempt budget. Returns how many were requeued."""
+    where = sql.SQL("status IN ('failed', 'dead')")
+    params: tuple[Any, ...] = ()
+    if ids is not None:
+        where = sql.SQL("{} AND id = ANY(%s)").format(where)
+        params = (list(ids),)
+    with conn.transaction():
+        cur = conn.execute(
+            sql.SQL(
+                "WITH upd AS (UPDATE documents SET status = 'queued', attempts = 0,"
+                " run_after = now(), error_class = NULL, error_message = NULL WHERE {where}"
+                " RETURNING id, correlation_id)"
+                " INSERT INTO document_events (document_id, event, to_status, correlation_id)"
+                " SELECT id, 'operator_retry', 'queued', correlation_id FROM upd ORDER BY id"
+            ).format(where=where),
+            params,
+        )
+        return cur.rowcount
+
+
+def requeue_for_reembed(conn: psycopg.Connection[Any], details: Mapping[str, Any]) -> int:
+    """Send every unleased embedded or complete document back to ``chunked`` to be
+    embedded again (the embedding space changed). Returns how many."""
+    cur = conn.execute(
+        "WITH upd AS (UPDATE documents SET status = 'chunked', chunks_embedded = 0,"
+        " run_after = now(), embedding_model = NULL"
+        " WHERE status IN ('embedded', 'complete') AND lease_owner IS NULL"
+        " RETURNING id, correlation_id)"
+        " INSERT INTO document_events (document_id, event, to_status, correlation_id, details)"
+        " SELECT id, 'reembed', 'chunked', correlation_id, %s FROM upd ORDER BY id",
+        (Jsonb(dict(details)),),
+    )
+    return cur.rowcount
+
+
+# -- an asynchronous parser's answer for a parked document ---------------------------------
+
+
+def parse_result_arrived(
+    conn: psycopg.Connection[Any],
+    doc_id: UUID,
+    *,
+    segments: int,
+    chars: int,
+    pages: int | None,
+    parser: str,
+    details: Mapping[str, Any],
+) -> None:
+    """awaiting_parse -> parsed with the parser's text written. The caller has locked
+    the row in ``awaiting_parse`` with no lease, in this transaction."""
+    conn.execute(
+        "UPDATE documents SET status = 'parsed', parsed_segments = %s, parsed_chars = %s,"
+        " pages = %s, parser = %s, run_after = now(), error_class = NULL,"
+        " error_message = NULL WHERE id = %s",
+        (segments, chars, pages, parser, doc_id),
+    )
+    add_event(
+        conn,
+        doc_id,
+        "parse_result",
+        stage=str(Status.AWAITING_PARSE),
+        from_status=Status.AWAITING_PARSE,
+        to_status=Status.PARSED,
+        details=details,
+    )
+
+
+def end_parked_attempt(
+    conn: psycopg.Connection[Any],
+    doc_id: UUID,
+    *,
+    attempts: int,
+    error: IngestError,
+    max_attempts: int,
+    retry_base: float,
+    retry_cap: float,
+    details: Mapping[str, Any],
+) -> Outcome:
+    """The parser failed the job of a document parked in ``awaiting_parse`` (locked by
+    the caller, with ``attempts`` used): the attempt ends by the same rule as a
+    worker's. A retry rests in ``awaiting_parse`` with no job id, so the worker that
+    claims it uploads afresh (``awaiting_parse -> queued`` is not a legal edge)."""
+    return _end_attempt(
+        conn,
+        doc_id,
+        current=Status.AWAITING_PARSE,
+        resting=Status.AWAITING_PARSE,
+        decision=decide(error.error_class, attempts, max_attempts),
+        error=error,
+        retry_base=retry_base,
+        retry_cap=retry_cap,
+        worker=None,
+        forget_parse_job=True,
+        details=details,
+    )

@@ -1,4 +1,5 @@
-"""Read-only queries behind ``ingestd status``, ``ingestd show`` and ``/v1/status``."""
+"""Read-only questions about documents: ``ingestd status``, ``ingestd show``, ``/v1/status``,
+``ingest --wait`` and the supervisor's ``--drain`` and lease checks."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from uuid import UUID
 
 import psycopg
 
-from ingestd.shared.states import RUNNABLE, Status
+from ingestd.shared.states import RUNNABLE, TERMINAL, Status
 
 
 def counts_by_status(conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -81,3 +82,35 @@ def find_document_id(conn: psycopg.Connection[Any], prefix: str) -> UUID | None:
         "SELECT id FROM documents WHERE id::text LIKE %s LIMIT 2", (prefix.lower() + "%",)
     ).fetchall()
     return rows[0]["id"] if len(rows) == 1 else None
+
+
+def status_of(conn: psycopg.Connection[Any], doc_id: UUID) -> Status | None:
+    row = conn.execute("SELECT status FROM documents WHERE id = %s", (doc_id,)).fetchone()
+    return None if row is None else Status(row["status"])
+
+
+def statuses(conn: psycopg.Connection[Any], ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+    """Status and error of each of ``ids`` that exists."""
+    rows = conn.execute(
+        "SELECT id, status, error_class, error_message FROM documents WHERE id = ANY(%s)", (ids,)
+    ).fetchall()
+    return {r["id"]: r for r in rows}
+
+
+def outstanding_documents(conn: psycopg.Connection[Any]) -> int:
+    """Documents a ``--drain`` run still waits for: every non-terminal document —
+    runnable, in flight, or waiting for a scheduled retry — except those parked in
+    ``awaiting_parse`` until a future ``run_after`` (their parser's callback may take
+    half an hour; a later run or the HTTP child's webhook picks them up)."""
+    row = conn.execute(
+        "SELECT count(*) AS n FROM documents"
+        " WHERE NOT (status = ANY(%s::document_status[]))"
+        " AND NOT (status = %s AND run_after > now())",
+        ([str(s) for s in TERMINAL], str(Status.AWAITING_PARSE)),
+    ).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def leased_by(conn: psycopg.Connection[Any], owner: str) -> list[UUID]:
+    rows = conn.execute("SELECT id FROM documents WHERE lease_owner = %s", (owner,)).fetchall()
+    return [r["id"] for r in rows]

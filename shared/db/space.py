@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from ingestd.shared.db import jobs
 from ingestd.shared.errors import ConfigError
 
 _KEY = "embedding_space"
@@ -77,16 +78,4 @@ def switch_space(conn: psycopg.Connection[Any], new: EmbeddingSpace) -> int:
         conn.execute("DROP INDEX IF EXISTS chunks_embedding_hnsw")
         conn.execute("ALTER TABLE chunks ALTER COLUMN embedding TYPE vector")
         _set_space(conn, new)
-        rows = conn.execute(
-            "UPDATE documents SET status = 'chunked', chunks_embedded = 0, run_after = now(),"
-            " embedding_model = NULL"
-            " WHERE status IN ('embedded', 'complete') AND lease_owner IS NULL RETURNING id"
-        ).fetchall()
-        for r in rows:
-            conn.execute(
-                "INSERT INTO document_events (document_id, event, to_status, correlation_id,"
-                " details) SELECT id, 'reembed', 'chunked', correlation_id, %s FROM documents"
-                " WHERE id = %s",
-                (Jsonb({"model": new.model, "dimensions": new.dimensions}), r["id"]),
-            )
-    return len(rows)
+        return jobs.requeue_for_reembed(conn, {"model": new.model, "dimensions": new.dimensions})

@@ -152,19 +152,13 @@ def apply_result(
         if _lock_waiting(conn, doc_id, job_id) is None:
             raise psycopg.Rollback()
         written = write_markdown(conn, doc_id, markdown)
-        conn.execute(
-            "UPDATE documents SET status = 'parsed', parsed_segments = %s, parsed_chars = %s,"
-            " pages = %s, parser = %s, run_after = now(), error_class = NULL,"
-            " error_message = NULL WHERE id = %s",
-            (written.segments, written.chars, pages, REMOTE_PARSER, doc_id),
-        )
-        jobs.add_event(
+        jobs.parse_result_arrived(
             conn,
             doc_id,
-            "parse_result",
-            stage=str(Status.AWAITING_PARSE),
-            from_status=Status.AWAITING_PARSE,
-            to_status=Status.PARSED,
+            segments=written.segments,
+            chars=written.chars,
+            pages=pages,
+            parser=REMOTE_PARSER,
             details={
                 "job_id": job_id,
                 "via": via,
@@ -191,10 +185,8 @@ def apply_failure(
 ) -> FailureOutcome:
     """The parser reported the job failed.
 
-    A permanent class fails the document. A retryable one counts an attempt and, unless
-    that exhausts them (``dead``), leaves the document resting in ``awaiting_parse``
-    with no job id and a backed-off ``run_after``: the worker that claims it then
-    uploads afresh (``awaiting_parse → queued`` is not a legal edge, and need not be).
+    The attempt ends as a worker's would (``jobs.end_parked_attempt``): failed, dead,
+    or resting in ``awaiting_parse`` with no job id and a backed-off ``run_after``.
     """
     outcome = FailureOutcome(Applied.NOT_WAITING)
     with conn.transaction():
@@ -204,41 +196,17 @@ def apply_failure(
         attempts = _lock_waiting(conn, doc_id, job_id)
         if attempts is None:
             raise psycopg.Rollback()
-        cls = error.error_class
-        attempts += 1 if cls.counts_attempt else 0
-        delay = 0.0
-        if not cls.retryable:
-            target, event = Status.FAILED, "failed"
-        elif attempts >= max_attempts:
-            target, event = Status.DEAD, "dead"
-        else:
-            target, event = Status.AWAITING_PARSE, "retry_scheduled"
-            delay = jobs.retry_delay(
-                attempts, base=retry_base, cap=retry_cap, retry_after=error.retry_after
-            )
-        message = error.message[:2000]
-        conn.execute(
-            "UPDATE documents SET status = %s, attempts = %s, error_class = %s,"
-            " error_message = %s, parse_job_id = NULL,"
-            " run_after = now() + make_interval(secs => %s) WHERE id = %s",
-            (str(target), attempts, str(cls), message, delay, doc_id),
-        )
-        details: dict[str, Any] = {"job_id": job_id, "via": via}
-        if target is Status.AWAITING_PARSE:
-            details["retry_in_seconds"] = round(delay, 3)
-        jobs.add_event(
+        ended = jobs.end_parked_attempt(
             conn,
             doc_id,
-            event,
-            stage=str(Status.AWAITING_PARSE),
-            from_status=Status.AWAITING_PARSE,
-            to_status=target,
-            attempt=attempts,
-            error_class=str(cls),
-            message=message,
-            details=details,
+            attempts=attempts,
+            error=error,
+            max_attempts=max_attempts,
+            retry_base=retry_base,
+            retry_cap=retry_cap,
+            details={"job_id": job_id, "via": via},
         )
-        outcome = FailureOutcome(Applied.APPLIED, target)
+        outcome = FailureOutcome(Applied.APPLIED, ended.status)
     return outcome
 
 
@@ -274,3 +242,28 @@ def parse_result_for(conn: psycopg.Connection[Any], content_sha256: str) -> Pars
 
 def forget_parse_result(conn: psycopg.Connection[Any], content_sha256: str) -> None:
     conn.execute("DELETE FROM parse_results WHERE content_sha256 = %s", (content_sha256,))
+
+
+# -- the worker's side of a submitted job ---------------------------------------------------
+
+
+def job_age_seconds(conn: psycopg.Connection[Any], doc_id: UUID) -> float | None:
+    """Seconds since the document's job was submitted (the database's clock), if any."""
+    row = conn.execute(
+        "SELECT extract(epoch FROM now() - parse_submitted_at) AS age FROM documents WHERE id = %s",
+        (doc_id,),
+    ).fetchone()
+    if row is None or row["age"] is None:
+        return None
+    return float(row["age"])
+
+
+def drop_job(conn: psycopg.Connection[Any], doc_id: UUID, owner: str) -> bool:
+    """Forget the document's job under ``owner``'s lease; False if the lease is gone."""
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE documents SET parse_job_id = NULL, parse_submitted_at = NULL"
+            " WHERE id = %s AND lease_owner = %s",
+            (doc_id, owner),
+        )
+    return cur.rowcount > 0

@@ -7,7 +7,7 @@
 - ``retry``: ``call_with_retries`` tying them together.
 """
 
-from ingestd.shared.resilience.backoff import DOCUMENT_BACKOFF, REQUEST_BACKOFF, Backoff
+from ingestd.shared.resilience.backoff import REQUEST_BACKOFF, Backoff, document_backoff
 from ingestd.shared.resilience.breaker import BreakerState, CircuitBreaker
 from ingestd.shared.resilience.classify import classify_exception, classify_http, retry_after_from
 from ingestd.shared.resilience.durations import (
@@ -19,7 +19,6 @@ from ingestd.shared.resilience.ratelimit import LimiterStats, RateLimiter
 from ingestd.shared.resilience.retry import AttemptEvent, call_with_retries
 
 __all__ = [
-    "DOCUMENT_BACKOFF",
     "REQUEST_BACKOFF",
     "AttemptEvent",
     "Backoff",
@@ -30,6 +29,7 @@ __all__ = [
     "call_with_retries",
     "classify_exception",
     "classify_http",
+    "document_backoff",
     "parse_go_duration",
     "parse_retry_after",
     "parse_try_again_in",

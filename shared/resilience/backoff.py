@@ -53,5 +53,13 @@ class Backoff:
 
 # In-call retries of a single request: quick, bounded well under a lease.
 REQUEST_BACKOFF = Backoff(base=0.5, cap=20.0, multiplier=2.0)
-# Rescheduling a whole document after a failed attempt.
-DOCUMENT_BACKOFF = Backoff(base=30.0, cap=3600.0, multiplier=4.0)
+
+
+def document_backoff(base: float, cap: float) -> Backoff:
+    """Rescheduling a whole document after a failed attempt: doubling from the
+    settings' ``retry_base_seconds`` up to ``retry_max_seconds``.
+
+    A cap configured below the base caps every delay at it (the ceiling is
+    ``min(cap, ...)``), so it lowers the base rather than being refused.
+    """
+    return Backoff(base=min(base, cap), cap=cap, multiplier=2.0)

@@ -14,7 +14,7 @@ import psycopg
 from aiohttp import web
 from psycopg_pool import PoolTimeout
 
-from ingestd.shared.db import reports
+from ingestd.shared.db import reports, supervisors
 from ingestd.shared.db.migrate import current_version, latest_version
 from ingestd.supervisor.http.state import STATE, error_response, json_response
 from ingestd.supervisor.status import gather_status
@@ -53,12 +53,7 @@ def readiness(conn: psycopg.Connection[Any], *, heartbeat_timeout: float) -> dic
             " (run: ingestd db migrate)",
             "schema_version": have,
         }
-    row = conn.execute(
-        "SELECT count(*) AS n FROM worker_status"
-        " WHERE heartbeat_at > now() - make_interval(secs => %s)",
-        (heartbeat_timeout,),
-    ).fetchone()
-    fresh = int(row["n"]) if row else 0
+    fresh = supervisors.workers_alive(conn, within_seconds=heartbeat_timeout)
     if fresh == 0:
         return {
             "ready": False,

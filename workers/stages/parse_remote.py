@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
-from ingestd.shared.db import webhooks
+from ingestd.shared.db import clock, webhooks
 from ingestd.shared.db.blobs import open_blob
 from ingestd.shared.errors import (
     ErrorClass,
@@ -225,37 +225,21 @@ def _callback_timeout(ctx: StageContext) -> float:
 
 
 def _now(ctx: StageContext) -> datetime:
-    row = ctx.conn.execute("SELECT now() AS now").fetchone()
-    assert row is not None
-    return row["now"]  # type: ignore[no-any-return]
+    return clock.now(ctx.conn)
 
 
 def _due(ctx: StageContext, seconds: float) -> datetime:
     """The database's clock, not this host's: every worker compares run_after with now()."""
-    row = ctx.conn.execute("SELECT now() + make_interval(secs => %s) AS due", (seconds,)).fetchone()
-    assert row is not None
-    return row["due"]  # type: ignore[no-any-return]
+    return clock.now_plus(ctx.conn, seconds)
 
 
 def _job_age(ctx: StageContext) -> float | None:
-    row = ctx.conn.execute(
-        "SELECT extract(epoch FROM now() - parse_submitted_at) AS age FROM documents WHERE id = %s",
-        (ctx.doc_id,),
-    ).fetchone()
-    if row is None or row["age"] is None:
-        return None
-    return float(row["age"])
+    return webhooks.job_age_seconds(ctx.conn, ctx.doc_id)
 
 
 def _drop_job(ctx: StageContext) -> None:
     """Forget the document's job (under our lease) so the next attempt submits afresh."""
-    with ctx.conn.transaction():
-        cur = ctx.conn.execute(
-            "UPDATE documents SET parse_job_id = NULL, parse_submitted_at = NULL"
-            " WHERE id = %s AND lease_owner = %s",
-            (ctx.doc_id, ctx.owner),
-        )
-    if cur.rowcount == 0:
+    if not webhooks.drop_job(ctx.conn, ctx.doc_id, ctx.owner):
         raise LeaseLost(f"document {ctx.doc_id} is no longer leased by {ctx.owner}")
 
 

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from ingestd.shared.resilience import DOCUMENT_BACKOFF, Backoff
+from ingestd.shared.resilience import Backoff, document_backoff
 
 
 def test_ceiling_grows_exponentially_then_caps() -> None:
@@ -42,9 +42,15 @@ def test_deterministic_with_seeded_rng() -> None:
     ]
 
 
-def test_document_backoff_reaches_its_cap() -> None:
-    assert DOCUMENT_BACKOFF.ceiling(1) == DOCUMENT_BACKOFF.base
-    assert DOCUMENT_BACKOFF.ceiling(20) == DOCUMENT_BACKOFF.cap
+def test_document_backoff_doubles_from_the_settings_base_to_their_cap() -> None:
+    backoff = document_backoff(2.0, 600.0)
+    assert [backoff.ceiling(n) for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
+    assert backoff.ceiling(20) == 600.0
+
+
+def test_document_backoff_with_a_cap_below_the_base_waits_at_most_the_cap() -> None:
+    backoff = document_backoff(10.0, 3.0)
+    assert backoff.ceiling(1) == backoff.ceiling(5) == 3.0
 
 
 @pytest.mark.parametrize("kwargs", [{"base": 0}, {"base": 2, "cap": 1}, {"multiplier": 0.5}])
