@@ -23,13 +23,11 @@ Exit codes: 0 stopped on request (TERM, INT, QUIT) or ``--drain`` finished;
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
 import os
 import random
 import selectors
 import signal
-import sys
 import time
 import traceback
 import uuid
@@ -45,17 +43,19 @@ import psycopg
 from psycopg import conninfo
 
 from ingestd.shared.channel import ChannelReader
+from ingestd.shared.child import die_with_parent, leave
 from ingestd.shared.db import jobs, reports
 from ingestd.shared.db.connect import connect, database_url
 from ingestd.shared.db.migrate import migrate
 from ingestd.shared.errors import ConfigError, ErrorClass
+from ingestd.shared.exitcodes import EXIT_CONFIG, EXIT_CRASH, EXIT_CRASH_LOOP, EXIT_OK
 from ingestd.shared.settings import Settings, load_settings
 from ingestd.shared.states import Status
 from ingestd.shared.telemetry import sentry
 from ingestd.shared.telemetry.context import STAGES
 from ingestd.shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
 from ingestd.shared.telemetry.metrics import Metrics
-from ingestd.shared.telemetry.scrub import register_secret
+from ingestd.shared.telemetry.scrub import register_settings_secrets
 from ingestd.supervisor import control
 from ingestd.supervisor.children import Child, Death, Kind, Reason, classify
 from ingestd.supervisor.memory import MemoryLimits, Verdict, megabytes, read_uss
@@ -64,10 +64,6 @@ from ingestd.supervisor.restarts import RestartPolicy
 from ingestd.supervisor.sdnotify import SdNotifyError, SystemdNotifier
 from ingestd.supervisor.signals import SignalQueue, blocked
 from ingestd.supervisor.signals import name as signal_name
-
-EXIT_OK = 0
-EXIT_CRASH_LOOP = 1
-EXIT_CONFIG = 78
 
 # After SIGTERM (stale heartbeat) or SIGINT (stage deadline), SIGKILL if the worker
 # is still there this long after (bounded by the heartbeat timeout: a test with a 1 s
@@ -196,7 +192,7 @@ class Arbiter:
         self.id = control.supervisor_id(self.hostname, self.pid)
         self.started_at = datetime.now(UTC)
         _configure_logging(self.settings)
-        _register_secrets(self.settings)
+        register_settings_secrets(self.settings)
         # Read (and remove from the environment) before forking: workers must not inherit
         # NOTIFY_SOCKET. The notifier opens its socket on first use, after the first fork.
         self._notifier = SystemdNotifier.from_environment()
@@ -427,7 +423,7 @@ class Arbiter:
         write_fd: int,
         mask: set[signal.Signals],
     ) -> None:
-        code = 70
+        code = EXIT_CRASH
         try:
             self._signals.reset_in_child()
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -437,7 +433,7 @@ class Arbiter:
                     os.close(other.reader.fd)
             self._metrics.close()
             self._notifier.close()
-            _die_with_parent(self.pid)
+            die_with_parent(self.pid)
             set_title(worker_title(slot) if kind is Kind.WORKER else http_title())
             if kind is Kind.WORKER:
                 assert self._worker_target is not None
@@ -445,19 +441,16 @@ class Arbiter:
             else:
                 assert self._http_target is not None
                 self._http_target(self.settings, write_fd)
-            code = 0  # a target that returns (NoReturn broken) finished normally
+            code = EXIT_OK  # a target that returns (NoReturn broken) finished normally
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except KeyboardInterrupt:
-            code = 0  # SIGINT: the fast stop it asks for
+            code = EXIT_OK  # SIGINT: the fast stop it asks for
         except BaseException:
             traceback.print_exc()
-            code = 70
+            code = EXIT_CRASH
         finally:
-            with contextlib.suppress(BaseException):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
+            leave(code)
 
     def _set_recycle_limits(self, child: Child, now: float) -> None:
         if child.kind is not Kind.WORKER:
@@ -1000,7 +993,7 @@ class Arbiter:
         if url != self._url:
             self._close_db()
             self._url = url
-        _register_secrets(new)
+        register_settings_secrets(new)
         self.settings = new
         self.target = new.workers
         self._limits = MemoryLimits.from_settings(new)
@@ -1238,28 +1231,6 @@ def _bounded(url: str) -> str:
     params.setdefault("connect_timeout", DB_CONNECT_TIMEOUT_SECONDS)
     params.setdefault("tcp_user_timeout", DB_TCP_USER_TIMEOUT_MS)
     return conninfo.make_conninfo(**params)
-
-
-def _register_secrets(settings: Settings) -> None:
-    for secret in (settings.openai_api_key, settings.llama_cloud_api_key, settings.webhook_secret):
-        if secret is not None:
-            register_secret(secret.get_secret_value())
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent_pid: int) -> None:  # pragma: no cover - runs in the child
-    """Ask the kernel to SIGTERM this child if the supervisor dies (even by SIGKILL), so a
-    worker never runs on unsupervised: it drains and exits like on a normal shutdown."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
-    if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
-        os._exit(0)
 
 
 def _check_embedding_space(url: str, settings: Settings) -> None:

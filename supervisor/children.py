@@ -39,13 +39,9 @@ import psutil
 
 from ingestd.shared.channel import ChannelReader
 from ingestd.shared.errors import ErrorClass
+from ingestd.shared.exitcodes import EXIT_CONFIG, EXIT_CRASH, EXIT_OK
 from ingestd.supervisor.memory import MemoryWatch
 from ingestd.supervisor.signals import name as signal_name
-
-# The worker's exit codes (workers/process.py), from sysexits.h.
-EXIT_OK = 0
-EXIT_CRASH = 70  # EX_SOFTWARE: an unexpected exception, already logged and sent to Sentry
-EXIT_CONFIG = 78  # EX_CONFIG: respawning cannot help
 
 
 class Kind(StrEnum):
@@ -207,7 +203,10 @@ def classify(child: Child, wait_status: int) -> Death:
         return Death(child.kill_reason, exit_code, signum, f"{child.kill_detail}; {how}")
     if exit_code == EXIT_CONFIG:
         return Death(
-            Reason.CONFIG, exit_code, signum, "configuration error (exit code 78); see its log"
+            Reason.CONFIG,
+            exit_code,
+            signum,
+            f"configuration error (exit code {EXIT_CONFIG}); see its log",
         )
     stopped_as_asked = (
         exit_code == EXIT_OK
@@ -222,7 +221,9 @@ def classify(child: Child, wait_status: int) -> Death:
     if exit_code == EXIT_OK:
         return Death(Reason.EXITED, exit_code, signum, "exited with code 0 without being asked")
     if exit_code == EXIT_CRASH:
-        return Death(Reason.CRASH, exit_code, signum, "crashed (exit code 70); see its log")
+        return Death(
+            Reason.CRASH, exit_code, signum, f"crashed (exit code {EXIT_CRASH}); see its log"
+        )
     if signum == signal.SIGKILL:
         how += " (not sent by the supervisor: the kernel's OOM killer, or an operator)"
     elif signum is not None:
