@@ -159,6 +159,10 @@ class Child:
     def stage_age(self, now: float) -> float | None:
         return None if self.stage is None else now - self.stage_since
 
+    def kill_by(self, deadline: float) -> None:
+        """SIGKILL at ``deadline``, unless an earlier one is already set."""
+        self.kill_at = deadline if self.kill_at is None else min(self.kill_at, deadline)
+
 
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
