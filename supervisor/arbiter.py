@@ -7,10 +7,11 @@ children, handles queued signals (one small ``handle_*`` method each), checks li
 (stale heartbeat, stage deadline, memory, recycling), keeps the worker count, and
 publishes its view. Signal handlers only enqueue (``supervisor.signals``).
 
-What the loop delegates: what a death means for documents, logs, metrics and Sentry
+What it delegates: what a death means for documents, logs, metrics and Sentry
 (``deaths``); status rows and systemd (``publish``); its database connection
-(``database``); preparing a reloaded configuration (``reload``); a child's own
-start-up after fork (``shared.child``, through the worker and HTTP entry points).
+(``database``); preparing a reloaded configuration and the order of replacements
+(``reload``); judgements on one child (``watch``); the fork and what the child drops
+(``fork``); the child's own start-up (``shared.child``, via the entry points).
 
 Nothing holding a socket or a lock is created before the first fork: migrations
 run on their own connection, closed before forking; the supervisor's own
@@ -37,10 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 
-from ingestd.shared.channel import ChannelReader
 from ingestd.shared.db.connect import database_url
 from ingestd.shared.db.migrate import migrate
 from ingestd.shared.exitcodes import EXIT_CONFIG, EXIT_CRASH_LOOP, EXIT_OK
@@ -53,12 +52,12 @@ from ingestd.supervisor import control, fork, reload, watch
 from ingestd.supervisor.children import Child, Death, Kind, Reason, classify
 from ingestd.supervisor.database import SupervisorDatabase, check_embedding_space
 from ingestd.supervisor.deaths import Deaths
-from ingestd.supervisor.memory import MemoryLimits, Verdict, megabytes, read_uss
+from ingestd.supervisor.memory import MemoryLimits, Verdict, megabytes
 from ingestd.supervisor.proctitle import http_title, set_title, supervisor_title, worker_title
 from ingestd.supervisor.publish import Publisher, View
 from ingestd.supervisor.restarts import RestartPolicy
 from ingestd.supervisor.sdnotify import SystemdNotifier
-from ingestd.supervisor.signals import SignalQueue
+from ingestd.supervisor.signals import HANDLED, SignalQueue
 from ingestd.supervisor.signals import name as signal_name
 
 # After SIGTERM (stale heartbeat) or SIGINT (stage deadline), SIGKILL if the worker
@@ -135,15 +134,9 @@ class Arbiter:
         self._publisher = Publisher(self._db, self._metrics)
         self._next_memory = 0.0
         self._next_drain_check = 0.0
+        # SIGTERM -> handle_term, and so on (a missing handler fails here, not on the signal).
         self._handlers: dict[int, Callable[[], None]] = {
-            signal.SIGTERM: self.handle_term,
-            signal.SIGINT: self.handle_int,
-            signal.SIGQUIT: self.handle_quit,
-            signal.SIGHUP: self.handle_hup,
-            signal.SIGTTIN: self.handle_ttin,
-            signal.SIGTTOU: self.handle_ttou,
-            signal.SIGUSR1: self.handle_usr1,
-            signal.SIGUSR2: self.handle_usr2,
+            sig: getattr(self, f"handle_{signal_name(sig)[3:].lower()}") for sig in HANDLED
         }
 
     # -- life -------------------------------------------------------------------------
@@ -162,7 +155,7 @@ class Arbiter:
         self._db.use(database_url(self.settings))
         migrate(self._db.url)
         check_embedding_space(self._db.url, self.settings)
-        self._forget_dead_supervisors()
+        self._publisher.forget_dead_supervisors(self.hostname)
         control.write_pid_file(self.settings, self.pid)
         self._signals.install()
         self._selector.register(self._signals.wakeup_fd, selectors.EVENT_READ)
@@ -224,11 +217,8 @@ class Arbiter:
     # -- signals: each handler is what the signal means ----------------------------------
 
     def _dispatch(self, signum: int) -> None:
-        handler = self._handlers.get(signum)
-        if handler is None:  # pragma: no cover - only HANDLED signals are queued
-            return
         self._log.info("signal received", signal=signal_name(signum))
-        handler()
+        self._handlers[signum]()  # only HANDLED signals are queued
 
     def handle_term(self) -> None:
         """Graceful: workers finish or checkpoint their batch, then exit 0."""
@@ -350,22 +340,9 @@ class Arbiter:
             self._log.error("fork failed", kind=str(kind), worker_slot=slot, error=str(exc))
             self._schedule_respawn(kind, slot, now, lifetime=0.0, failure=True)
             return
-        child = Child(
-            kind=kind,
-            slot=slot,
-            pid=pid,
-            owner=owner,
-            generation=generation,
-            reader=ChannelReader(read_fd),
-            started=now,
-            started_at=datetime.now(UTC),
-            settings_version=self._settings_version,
-            stage_since=now,
+        child = Child.forked(
+            kind, slot, pid, owner, generation, read_fd, now, self._settings_version
         )
-        try:
-            child.process = psutil.Process(pid)
-        except psutil.NoSuchProcess:
-            child.process = None  # already dead: reaped on this loop pass
         if kind is Kind.WORKER:
             watch.set_recycle_limits(child, self.settings, self._rng, now)
         self.children[pid] = child
@@ -439,21 +416,7 @@ class Arbiter:
     def _check_memory(self, now: float) -> None:
         limits = self._limits
         for child in self._workers():
-            if child.escalated or child.process is None:
-                continue
-            try:
-                uss = read_uss(child.process)
-            except psutil.NoSuchProcess:
-                continue  # exiting: reaped on a coming pass
-            except psutil.Error as exc:
-                if not child.memory_unreadable:
-                    child.memory_unreadable = True
-                    self._log.error(
-                        "cannot read the worker's memory: no ceiling enforced",
-                        worker_slot=child.slot,
-                        worker_pid=child.pid,
-                        error=repr(exc),
-                    )
+            if child.escalated or (uss := watch.read_memory(child)) is None:
                 continue
             verdict = child.memory.observe(uss, limits)
             self._metrics.gauge(f"worker.{child.slot}.uss", uss)
@@ -540,8 +503,7 @@ class Arbiter:
         child.stop_reason, child.stop_signal = reason, sig
         self._send(child, sig)
         if grace is not None:
-            deadline = now + grace
-            child.kill_at = deadline if child.kill_at is None else min(child.kill_at, deadline)
+            child.kill_by(now + grace)
 
     def _send(self, child: Child, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):  # exiting: the reaper will tell
@@ -661,7 +623,7 @@ class Arbiter:
             child.stop_reason, child.stop_signal = Reason.SHUTDOWN, sig
         self._send(child, sig)
         if not child.escalated:
-            child.kill_at = deadline if child.kill_at is None else min(child.kill_at, deadline)
+            child.kill_by(deadline)
 
     def _advance_stop(self, now: float) -> None:
         if any(c.kind is Kind.WORKER for c in self.children.values()):
@@ -699,10 +661,7 @@ class Arbiter:
 
     def _cleanup(self) -> None:
         self._deaths.finish()
-        try:
-            control.withdraw(self._db.conn(), self.id)
-        except psycopg.Error as exc:
-            self._db.error("removing this supervisor's status rows", exc)
+        self._publisher.withdraw(self.id)
         self._db.close()
         control.remove_pid_file(self.settings, self.pid)
         self._signals.uninstall()
@@ -745,23 +704,9 @@ class Arbiter:
     def _advance_reload(self, now: float) -> None:
         if not self._reloading:
             return
-        if any(c.stop_reason is Reason.RELOAD for c in self.children.values()):
+        stale = reload.to_replace(self.children.values(), self.target, self._settings_version)
+        if stale is None:
             return
-        # The previous replacement must be up (heartbeating) before the next one goes.
-        for slot in range(self.target):
-            child = self._worker_in(slot)
-            if child is None or (
-                child.settings_version == self._settings_version and child.heartbeats == 0
-            ):
-                return
-        stale = sorted(
-            (
-                c
-                for c in self.children.values()
-                if c.settings_version < self._settings_version and watch.unclaimed(c)
-            ),
-            key=lambda c: (c.kind is Kind.HTTP, c.slot),
-        )
         if not stale:
             self._reloading = False
             self._log.info("reload finished", workers=self.target)
@@ -806,16 +751,6 @@ class Arbiter:
             if child.kind is Kind.WORKER and child.slot == slot:
                 return child
         return None
-
-    def _forget_dead_supervisors(self) -> None:
-        try:
-            with self._db.connect() as conn:
-                gone = control.forget_dead_supervisors(conn, self.hostname)
-        except psycopg.Error as exc:
-            self._db.error("removing rows of dead supervisors", exc)
-            return
-        if gone:
-            self._log.info("removed status rows of supervisors no longer running", supervisors=gone)
 
     def _update_title(self) -> None:
         state = "running" if self._state in ("running", "starting") else self._state

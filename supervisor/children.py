@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -127,6 +127,37 @@ class Child:
     kill_at: float | None = None  # SIGKILL if still alive then
     escalated: bool = False  # SIGKILL sent
     channel_open: bool = True
+
+    @classmethod
+    def forked(
+        cls,
+        kind: Kind,
+        slot: int,
+        pid: int,
+        owner: str,
+        generation: int,
+        read_fd: int,
+        now: float,
+        settings_version: int,
+    ) -> Child:
+        """The bookkeeping for a child just forked, ``read_fd`` its end of the channel."""
+        child = cls(
+            kind=kind,
+            slot=slot,
+            pid=pid,
+            owner=owner,
+            generation=generation,
+            reader=ChannelReader(read_fd),
+            started=now,
+            started_at=datetime.now(UTC),
+            settings_version=settings_version,
+            stage_since=now,
+        )
+        try:
+            child.process = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            child.process = None  # already dead: reaped on this loop pass
+        return child
 
     @property
     def label(self) -> str:

@@ -21,7 +21,7 @@ from ingestd.shared.exitcodes import EXIT_CRASH
 from ingestd.shared.ingest import IngestResult
 from ingestd.shared.settings import Settings
 from ingestd.shared.telemetry.metrics import Metrics
-from ingestd.supervisor import watch
+from ingestd.supervisor import reload, watch
 from ingestd.supervisor.children import Child, Death, Kind, Reason
 from ingestd.supervisor.database import STATEMENT_TIMEOUT_MS, SupervisorDatabase, bounded
 from ingestd.supervisor.deaths import Deaths
@@ -105,6 +105,26 @@ def test_a_child_whose_end_is_decided_is_not_unclaimed(child: Child) -> None:
     assert not watch.unclaimed(child)
     child.stop_reason, child.kill_reason = None, Reason.MEMORY
     assert not watch.unclaimed(child)
+
+
+# -- reload order --------------------------------------------------------------------------
+
+
+def test_a_reload_replaces_one_child_at_a_time_workers_first() -> None:
+    w0, w1, http = make_child(slot=0), make_child(slot=1), make_child(Kind.HTTP, slot=0)
+    new_w0 = make_child(slot=0)
+    try:
+        assert reload.to_replace([http, w1, w0], target=2, version=1) == [w0, w1, http]
+        w0.stop_reason = Reason.RELOAD  # being replaced: nothing else goes meanwhile
+        assert reload.to_replace([http, w1, w0], target=2, version=1) is None
+        new_w0.settings_version = 1  # its successor, not heartbeating yet
+        assert reload.to_replace([http, w1, new_w0], target=2, version=1) is None
+        new_w0.on_message({}, now=101.0)
+        assert reload.to_replace([http, w1, new_w0], target=2, version=1) == [w1, http]
+        assert reload.to_replace([new_w0], target=1, version=1) == []  # finished
+    finally:
+        for c in (w0, w1, http, new_w0):
+            os.close(c.reader.fd)
 
 
 # -- publish -------------------------------------------------------------------------------
