@@ -1,13 +1,17 @@
 """The supervisor: one process that keeps N shared-nothing workers (and the HTTP
 child) alive for months.
 
-Layout after gunicorn's arbiter: one ``run()`` loop that sleeps until a child
-speaks, a signal arrives or a deadline is due, then, in order: reads heartbeats,
-reaps dead children (release their documents at once, count, report, schedule
-the respawn), handles queued signals (one small ``handle_*`` method each), checks
-liveness (stale heartbeat, stage deadline, memory, recycling), keeps the worker
-count, and publishes its view to PostgreSQL and systemd. Signal handlers only
-enqueue (``supervisor.signals``).
+Shaped after gunicorn's arbiter: one ``run()`` loop that sleeps until a child speaks,
+a signal arrives or a deadline is due, then, in order: reads heartbeats, reaps dead
+children, handles queued signals (one small ``handle_*`` method each), checks liveness
+(stale heartbeat, stage deadline, memory, recycling), keeps the worker count, and
+publishes its view. Signal handlers only enqueue (``supervisor.signals``).
+
+What it delegates: what a death means for documents, logs, metrics and Sentry
+(``deaths``); status rows and systemd (``publish``); its database connection
+(``database``); preparing a reloaded configuration and the order of replacements
+(``reload``); judgements on one child (``watch``); the fork and what the child drops
+(``fork``); the child's own start-up (``shared.child``, via the entry points).
 
 Nothing holding a socket or a lock is created before the first fork: migrations
 run on their own connection, closed before forking; the supervisor's own
@@ -15,59 +19,46 @@ connection is closed before every later fork and reopened lazily. Metrics,
 Sentry and sd_notify sockets exist from after the first fork; a child never uses
 them (each child makes its own).
 
-Exit codes: 0 stopped on request (TERM, INT, QUIT) or ``--drain`` finished;
-1 crash loop (``crash_loop_limit`` rapid failures within
+Exit codes (``shared.exitcodes``): 0 stopped on request (TERM, INT, QUIT) or
+``--drain`` finished; 1 crash loop (``crash_loop_limit`` rapid failures within
 ``crash_loop_window_seconds``); 78 a worker reported a configuration error.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
 import os
 import random
 import selectors
 import signal
-import sys
 import time
-import traceback
-import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
-from psycopg import conninfo
 
-from ingestd.shared.channel import ChannelReader
-from ingestd.shared.db import jobs, reports
-from ingestd.shared.db.connect import connect, database_url
+from ingestd.shared.db.connect import database_url
 from ingestd.shared.db.migrate import migrate
-from ingestd.shared.errors import ConfigError, ErrorClass
-from ingestd.shared.settings import Settings, load_settings
-from ingestd.shared.states import Status
+from ingestd.shared.exitcodes import EXIT_CONFIG, EXIT_CRASH_LOOP, EXIT_OK
+from ingestd.shared.settings import Settings
 from ingestd.shared.telemetry import sentry
-from ingestd.shared.telemetry.context import STAGES
-from ingestd.shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
+from ingestd.shared.telemetry.logs import get_logger, reopen_log_files
 from ingestd.shared.telemetry.metrics import Metrics
-from ingestd.shared.telemetry.scrub import register_secret
-from ingestd.supervisor import control
+from ingestd.shared.telemetry.scrub import register_settings_secrets
+from ingestd.supervisor import control, fork, reload, watch
 from ingestd.supervisor.children import Child, Death, Kind, Reason, classify
-from ingestd.supervisor.memory import MemoryLimits, Verdict, megabytes, read_uss
+from ingestd.supervisor.database import SupervisorDatabase, check_embedding_space
+from ingestd.supervisor.deaths import Deaths
+from ingestd.supervisor.memory import MemoryLimits, Verdict, megabytes
 from ingestd.supervisor.proctitle import http_title, set_title, supervisor_title, worker_title
+from ingestd.supervisor.publish import Publisher, View
 from ingestd.supervisor.restarts import RestartPolicy
-from ingestd.supervisor.sdnotify import SdNotifyError, SystemdNotifier
-from ingestd.supervisor.signals import SignalQueue, blocked
+from ingestd.supervisor.sdnotify import SystemdNotifier
+from ingestd.supervisor.signals import HANDLED, SignalQueue
 from ingestd.supervisor.signals import name as signal_name
-
-EXIT_OK = 0
-EXIT_CRASH_LOOP = 1
-EXIT_CONFIG = 78
 
 # After SIGTERM (stale heartbeat) or SIGINT (stage deadline), SIGKILL if the worker
 # is still there this long after (bounded by the heartbeat timeout: a test with a 1 s
@@ -75,35 +66,12 @@ EXIT_CONFIG = 78
 KILL_GRACE_SECONDS = 5.0
 # INT/QUIT: how long workers get to exit before SIGKILL (bounded by the drain timeout).
 FAST_STOP_SECONDS = 5.0
-PUBLISH_SECONDS = 1.0
-# queue_summary and counts_by_status scan ``documents``: not every second.
-QUEUE_STATS_SECONDS = 10.0
 DRAIN_CHECK_SECONDS = 1.0
-WATCHDOG_SECONDS = 1.0
 MAX_SLEEP_SECONDS = 0.5
-# Repeated database errors are logged at most this often (with a count), not every second.
-DB_ERROR_LOG_SECONDS = 30.0
 MAX_WORKERS = 256
-# The loop has children to watch: it must never wait on the database for long. Bounded
-# connect, statements, and waits on a dead network (libpq ignores the last for Unix sockets).
-DB_CONNECT_TIMEOUT_SECONDS = 5
-DB_STATEMENT_TIMEOUT_MS = 10_000
-DB_TCP_USER_TIMEOUT_MS = 10_000
 
 WorkerTarget = Callable[[Settings, int, str, int], Any]
 HttpTarget = Callable[[Settings, int], Any]
-
-_BREAKER_SEVERITY = {"closed": 0, "half_open": 1, "open": 2}
-
-
-@dataclass(frozen=True)
-class PendingRelease:
-    """A dead worker's documents we could not release yet (database unreachable)."""
-
-    owner: str
-    label: str
-    release_class: ErrorClass | None
-    message: str
 
 
 class Arbiter:
@@ -158,34 +126,17 @@ class Arbiter:
         self._fast = False
         self._exit_code = EXIT_OK
         self._stop_deadline = 0.0
-        self._url = ""
-        self._db: psycopg.Connection[Any] | None = None
-        self._pending_releases: list[PendingRelease] = []
-        self._restart_counts: Counter[str] = Counter()
-        self._queue: dict[str, Any] = {}
-        self._docs_per_second: float | None = None
-        self._status_line = ""
         self._profile_forwarded: dict[int, str] = {}
         self._rng = random.Random()
         self._metrics = Metrics(None, role="supervisor")
-        self._notifier = SystemdNotifier(None)
-        self._db_error_logged_at: dict[str, float] = {}
-        self._db_errors_suppressed: Counter[str] = Counter()
-        self._notify_error_logged_at = -DB_ERROR_LOG_SECONDS
-        self._next_publish = 0.0
-        self._next_queue_stats = 0.0
+        self._db = SupervisorDatabase()
+        self._deaths = Deaths(self._db, settings, self._metrics)
+        self._publisher = Publisher(self._db, self._metrics)
         self._next_memory = 0.0
         self._next_drain_check = 0.0
-        self._next_watchdog = 0.0
+        # SIGTERM -> handle_term, and so on (a missing handler fails here, not on the signal).
         self._handlers: dict[int, Callable[[], None]] = {
-            signal.SIGTERM: self.handle_term,
-            signal.SIGINT: self.handle_int,
-            signal.SIGQUIT: self.handle_quit,
-            signal.SIGHUP: self.handle_hup,
-            signal.SIGTTIN: self.handle_ttin,
-            signal.SIGTTOU: self.handle_ttou,
-            signal.SIGUSR1: self.handle_usr1,
-            signal.SIGUSR2: self.handle_usr2,
+            sig: getattr(self, f"handle_{signal_name(sig)[3:].lower()}") for sig in HANDLED
         }
 
     # -- life -------------------------------------------------------------------------
@@ -195,16 +146,16 @@ class Arbiter:
         self.pid = os.getpid()
         self.id = control.supervisor_id(self.hostname, self.pid)
         self.started_at = datetime.now(UTC)
-        _configure_logging(self.settings)
-        _register_secrets(self.settings)
+        reload.configure_logging(self.settings)
+        register_settings_secrets(self.settings)
         # Read (and remove from the environment) before forking: workers must not inherit
         # NOTIFY_SOCKET. The notifier opens its socket on first use, after the first fork.
-        self._notifier = SystemdNotifier.from_environment()
+        self._publisher.notifier = SystemdNotifier.from_environment()
         self._resolve_targets()
-        self._url = database_url(self.settings)
-        migrate(self._url)
-        _check_embedding_space(self._url, self.settings)
-        self._forget_dead_supervisors()
+        self._db.use(database_url(self.settings))
+        migrate(self._db.url)
+        check_embedding_space(self._db.url, self.settings)
+        self._publisher.forget_dead_supervisors(self.hostname)
         control.write_pid_file(self.settings, self.pid)
         self._signals.install()
         self._selector.register(self._signals.wakeup_fd, selectors.EVENT_READ)
@@ -218,7 +169,7 @@ class Arbiter:
         )
         try:
             self._spawn_missing(time.monotonic())
-            self._metrics = _make_metrics(self.settings)
+            self._use_metrics(reload.make_metrics(self.settings))
             sentry.init_sentry(
                 self.settings.sentry_dsn, self.settings.sentry_environment, "supervisor", None
             )
@@ -245,7 +196,7 @@ class Arbiter:
                 self._supervise(now)
             self._escalate(now)
             self._publish(now)
-            self._watchdog(now)
+            self._publisher.watchdog(now)
             if self._stopping and not self.children:
                 return self._exit_code
 
@@ -266,11 +217,8 @@ class Arbiter:
     # -- signals: each handler is what the signal means ----------------------------------
 
     def _dispatch(self, signum: int) -> None:
-        handler = self._handlers.get(signum)
-        if handler is None:  # pragma: no cover - only HANDLED signals are queued
-            return
         self._log.info("signal received", signal=signal_name(signum))
-        handler()
+        self._handlers[signum]()  # only HANDLED signals are queued
 
     def handle_term(self) -> None:
         """Graceful: workers finish or checkpoint their batch, then exit 0."""
@@ -288,14 +236,16 @@ class Arbiter:
         if self._stopping:
             self._log.info("reload ignored: stopping")
             return
-        self._notify(self._notifier.reloading)
+        self._publisher.reloading()
         try:
-            settings = load_settings(self.config_path, **self._reload_overrides)
-        except ConfigError as exc:
+            prepared = reload.load(
+                self.config_path, self._reload_overrides, self.settings, self._db.url
+            )
+        except reload.ReloadFailed as exc:
             self._log.error("reload failed; keeping the running configuration", error=str(exc))
-            self._notify(lambda: self._notifier.ready(self._status_line or None))
+            self._publisher.ready()
             return
-        self._apply_settings(settings)
+        self._switch_to(prepared)
 
     def handle_ttin(self) -> None:
         if self._stopping:
@@ -371,43 +321,30 @@ class Arbiter:
         ]
         if not due:
             return
-        self._close_db()  # a child must not inherit the supervisor's connection
+        self._db.close()  # a child must not inherit the supervisor's connection
         for kind, slot in due:
             self._spawn(kind, slot, now)
 
     def _spawn(self, kind: Kind, slot: int, now: float) -> None:
         generation = next(self._generations)
         owner = f"{self.hostname}:{self.pid}:{slot if kind is Kind.WORKER else 'http'}:{generation}"
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
-            with blocked() as mask:
-                pid = os.fork()
-                if pid == 0:  # pragma: no cover - runs in the child, which never returns
-                    self._become_child(kind, slot, owner, read_fd, write_fd, mask)
+            pid, read_fd = fork.fork_child(
+                self._entry(kind, slot, owner),
+                title=worker_title(slot) if kind is Kind.WORKER else http_title(),
+                signals=self._signals,
+                inherited_fds=[c.reader.fd for c in self.children.values() if c.channel_open],
+                close=[self._metrics.close, self._publisher.notifier.close],
+            )
         except OSError as exc:
-            os.close(read_fd)
-            os.close(write_fd)
             self._log.error("fork failed", kind=str(kind), worker_slot=slot, error=str(exc))
             self._schedule_respawn(kind, slot, now, lifetime=0.0, failure=True)
             return
-        os.close(write_fd)
-        child = Child(
-            kind=kind,
-            slot=slot,
-            pid=pid,
-            owner=owner,
-            generation=generation,
-            reader=ChannelReader(read_fd),
-            started=now,
-            started_at=datetime.now(UTC),
-            settings_version=self._settings_version,
-            stage_since=now,
+        child = Child.forked(
+            kind, slot, pid, owner, generation, read_fd, now, self._settings_version
         )
-        try:
-            child.process = psutil.Process(pid)
-        except psutil.NoSuchProcess:
-            child.process = None  # already dead: reaped on this loop pass
-        self._set_recycle_limits(child, now)
+        if kind is Kind.WORKER:
+            watch.set_recycle_limits(child, self.settings, self._rng, now)
         self.children[pid] = child
         self._selector.register(read_fd, selectors.EVENT_READ)
         self._respawn_at.pop((kind, slot), None)
@@ -418,58 +355,14 @@ class Arbiter:
             owner=owner,
         )
 
-    def _become_child(  # pragma: no cover - runs in the child
-        self,
-        kind: Kind,
-        slot: int,
-        owner: str,
-        read_fd: int,
-        write_fd: int,
-        mask: set[signal.Signals],
-    ) -> None:
-        code = 70
-        try:
-            self._signals.reset_in_child()
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            os.close(read_fd)
-            for other in self.children.values():
-                if other.channel_open:
-                    os.close(other.reader.fd)
-            self._metrics.close()
-            self._notifier.close()
-            _die_with_parent(self.pid)
-            set_title(worker_title(slot) if kind is Kind.WORKER else http_title())
-            if kind is Kind.WORKER:
-                assert self._worker_target is not None
-                self._worker_target(self.settings, slot, owner, write_fd)
-            else:
-                assert self._http_target is not None
-                self._http_target(self.settings, write_fd)
-            code = 0  # a target that returns (NoReturn broken) finished normally
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except KeyboardInterrupt:
-            code = 0  # SIGINT: the fast stop it asks for
-        except BaseException:
-            traceback.print_exc()
-            code = 70
-        finally:
-            with contextlib.suppress(BaseException):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
-
-    def _set_recycle_limits(self, child: Child, now: float) -> None:
-        if child.kind is not Kind.WORKER:
-            return
-        s = self.settings
-        if s.recycle_after_documents is not None:
-            extra = round(s.recycle_after_documents * self._rng.uniform(0, s.recycle_jitter))
-            child.recycle_after_documents = s.recycle_after_documents + extra
-        if s.recycle_after_seconds is not None:
-            child.recycle_at = now + s.recycle_after_seconds * (
-                1 + self._rng.uniform(0, s.recycle_jitter)
-            )
+    def _entry(self, kind: Kind, slot: int, owner: str) -> Callable[[int], object]:
+        """The child's entry point, given its end of the channel."""
+        settings, worker, http = self.settings, self._worker_target, self._http_target
+        if kind is Kind.WORKER:
+            assert worker is not None
+            return lambda fd: worker(settings, slot, owner, fd)
+        assert http is not None
+        return lambda fd: http(settings, fd)
 
     # -- children: listen, watch ---------------------------------------------------------
 
@@ -480,7 +373,7 @@ class Arbiter:
                 self._signals.clear()
 
     def _next_deadline(self) -> float:
-        due = [self._next_publish, self._next_watchdog]
+        due = [self._publisher.next_due()]
         if not self._stopping:
             due.append(self._next_memory)
             due.extend(self._respawn_at.values())
@@ -515,72 +408,25 @@ class Arbiter:
         for child in list(self.children.values()):
             if child.kill_reason is not None or child.escalated:
                 continue
-            # The HTTP child is held to heartbeats once it has shown it sends them.
-            if child.kind is Kind.HTTP and child.heartbeats == 0:
-                continue
-            age = child.heartbeat_age(now)
-            if age > s.heartbeat_timeout_seconds:
-                self._kill(
-                    child,
-                    Reason.HEARTBEAT,
-                    signal.SIGTERM,
-                    now,
-                    grace,
-                    f"no heartbeat for {age:.1f}s (timeout {s.heartbeat_timeout_seconds}s)",
-                )
-                continue
-            stage_age = child.stage_age(now)
-            if (
-                child.kind is Kind.WORKER
-                and stage_age is not None
-                and (stage_age > s.stage_deadline_seconds)
-            ):
-                self._kill(
-                    child,
-                    Reason.DEADLINE,
-                    signal.SIGINT,
-                    now,
-                    grace,
-                    f"stage {child.stage} of document {child.document_id} ran "
-                    f"{stage_age:.1f}s (deadline {s.stage_deadline_seconds}s)",
-                )
+            if (detail := watch.stale_heartbeat(child, now, s)) is not None:
+                self._kill(child, Reason.HEARTBEAT, signal.SIGTERM, now, grace, detail)
+            elif (detail := watch.past_stage_deadline(child, now, s)) is not None:
+                self._kill(child, Reason.DEADLINE, signal.SIGINT, now, grace, detail)
 
     def _check_memory(self, now: float) -> None:
         limits = self._limits
         for child in self._workers():
-            if child.escalated or child.process is None:
-                continue
-            try:
-                uss = read_uss(child.process)
-            except psutil.NoSuchProcess:
-                continue  # exiting: reaped on a coming pass
-            except psutil.Error as exc:
-                if not child.memory_unreadable:
-                    child.memory_unreadable = True
-                    self._log.error(
-                        "cannot read the worker's memory: no ceiling enforced",
-                        worker_slot=child.slot,
-                        worker_pid=child.pid,
-                        error=repr(exc),
-                    )
+            if child.escalated or (uss := watch.read_memory(child)) is None:
                 continue
             verdict = child.memory.observe(uss, limits)
             self._metrics.gauge(f"worker.{child.slot}.uss", uss)
             if verdict is Verdict.HARD:
-                self._kill(
-                    child,
-                    Reason.MEMORY,
-                    signal.SIGKILL,
-                    now,
-                    0.0,
+                detail = (
                     f"USS {megabytes(uss)} MB over the hard ceiling "
-                    f"{megabytes(limits.hard_bytes)} MB",
+                    f"{megabytes(limits.hard_bytes)} MB"
                 )
-            elif (
-                verdict is Verdict.SOFT
-                and child.stop_reason is None
-                and (child.kill_reason is None)
-            ):
+                self._kill(child, Reason.MEMORY, signal.SIGKILL, now, 0.0, detail)
+            elif verdict is Verdict.SOFT and watch.unclaimed(child):
                 self._log.warning(
                     "worker over the soft memory ceiling: recycling after its batch",
                     worker_slot=child.slot,
@@ -593,35 +439,17 @@ class Arbiter:
 
     def _check_recycling(self, now: float) -> None:
         for child in self._workers():
-            if child.stop_reason is not None or child.kill_reason is not None:
-                continue
-            why = None
-            if child.recycle_after_documents is not None and (
-                child.documents_done >= child.recycle_after_documents
-            ):
-                why = f"{child.documents_done} documents done"
-            elif child.recycle_at is not None and now >= child.recycle_at:
-                why = f"{child.lifetime(now):.0f}s old"
-            if why is not None:
+            if watch.unclaimed(child) and (why := watch.recycle_due(child, now)) is not None:
                 self._log.info(
                     "recycling worker", worker_slot=child.slot, worker_pid=child.pid, why=why
                 )
                 self._request_stop(child, Reason.RECYCLE, signal.SIGUSR2, now, grace=None)
 
     def _scale_down(self, now: float) -> None:
+        grace = self.settings.drain_timeout_seconds
         for child in self._workers():
-            if (
-                child.slot >= self.target
-                and child.stop_reason is None
-                and (child.kill_reason is None)
-            ):
-                self._request_stop(
-                    child,
-                    Reason.SCALE_DOWN,
-                    signal.SIGTERM,
-                    now,
-                    grace=self.settings.drain_timeout_seconds,
-                )
+            if child.slot >= self.target and watch.unclaimed(child):
+                self._request_stop(child, Reason.SCALE_DOWN, signal.SIGTERM, now, grace=grace)
 
     def _check_ready(self) -> None:
         if self._ready:
@@ -633,14 +461,13 @@ class Arbiter:
         self._ready = True
         self._state = "running"
         self._log.info("supervisor ready", workers=self.target)
-        self._refresh_status_line()
-        self._notify(lambda: self._notifier.ready(self._status_line or None))
+        self._publisher.ready(self._view())
 
     def _check_drain(self) -> None:
         try:
-            outstanding = control.outstanding_documents(self._conn())
+            outstanding = control.outstanding_documents(self._db.conn())
         except psycopg.Error as exc:
-            self._db_error("drain check", exc)
+            self._db.error("drain check", exc)
             return
         if outstanding == 0:
             self._log.info("drain finished: nothing runnable or in flight")
@@ -676,8 +503,7 @@ class Arbiter:
         child.stop_reason, child.stop_signal = reason, sig
         self._send(child, sig)
         if grace is not None:
-            deadline = now + grace
-            child.kill_at = deadline if child.kill_at is None else min(child.kill_at, deadline)
+            child.kill_by(now + grace)
 
     def _send(self, child: Child, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):  # exiting: the reaper will tell
@@ -718,29 +544,7 @@ class Arbiter:
             if wait_status is not None
             else Death(Reason.CRASH, None, None, "vanished")
         )
-        if child.kind is Kind.WORKER:
-            self._release_documents(child, death)
-        if death.reason.replaced:
-            segment = str(death.reason) if child.kind is Kind.WORKER else "http"
-            self._restart_counts[segment] += 1
-            self._metrics.incr(f"worker.restarts.{segment}")
-        if death.report:
-            self._report_death(child, death)
-        log = self._log.info if death.reason.planned else self._log.error
-        log(
-            "worker exited" if child.kind is Kind.WORKER else "http child exited",
-            worker_slot=child.slot,
-            worker_pid=child.pid,
-            reason=str(death.reason),
-            exit_code=death.exit_code,
-            detail=death.detail,
-            signal=signal_name(death.signal) if death.signal else None,
-            lifetime_seconds=round(child.lifetime(now), 3),
-            document_id=child.document_id,
-            stage=child.stage,
-            documents_done=child.documents_done,
-            uss_mb=megabytes(child.memory.last_uss),
-        )
+        self._deaths.record(child, death, child.lifetime(now))
         if self._stopping or death.reason is Reason.SCALE_DOWN:
             return
         if death.reason is Reason.CONFIG:
@@ -780,86 +584,6 @@ class Arbiter:
                 limit=self.settings.crash_loop_limit,
             )
 
-    def _release_documents(self, child: Child, death: Death) -> None:
-        pending = PendingRelease(
-            child.owner,
-            f"{child.label} (pid {child.pid})",
-            death.release_class,
-            f"{child.label} (pid {child.pid}) {death.detail}",
-        )
-        try:
-            self._release(pending)
-        except psycopg.Error as exc:
-            self._pending_releases.append(pending)
-            self._db_error("releasing a dead worker's documents (will retry)", exc)
-
-    def _release(self, pending: PendingRelease) -> None:
-        conn = self._conn()
-        s = self.settings
-        if pending.release_class is None:
-            for doc_id in control.leased_by(conn, pending.owner):
-                if jobs.release(conn, doc_id, pending.owner, reason=pending.message):
-                    self._log.info(
-                        "document released",
-                        document_id=str(doc_id),
-                        worker=pending.label,
-                        attempt_counted=False,
-                    )
-            return
-        released = jobs.release_worker_leases(
-            conn,
-            pending.owner,
-            error_class=pending.release_class,
-            message=pending.message,
-            max_attempts=s.max_attempts,
-            retry_base=s.retry_base_seconds,
-            retry_cap=s.retry_max_seconds,
-        )
-        for doc_id, outcome in released:
-            self._log.warning(
-                "document released",
-                document_id=str(doc_id),
-                worker=pending.label,
-                error_class=str(pending.release_class),
-                to_status=str(outcome.status),
-                attempts=outcome.attempts,
-                attempt_counted=True,
-            )
-            if outcome.status is Status.DEAD:
-                self._metrics.incr(f"documents.dead.{pending.release_class}")
-
-    def _retry_releases(self) -> None:
-        while self._pending_releases:
-            try:
-                self._release(self._pending_releases[0])
-            except psycopg.Error as exc:
-                self._db_error("releasing a dead worker's documents (will retry)", exc)
-                return
-            self._pending_releases.pop(0)
-
-    def _report_death(self, child: Child, death: Death) -> None:
-        correlation_id = None
-        if child.document_id is not None:
-            try:
-                doc = reports.document(self._conn(), uuid.UUID(child.document_id))
-                correlation_id = doc["correlation_id"] if doc else None
-            except (psycopg.Error, ValueError) as exc:
-                self._log.warning(
-                    "could not look up the document's correlation id",
-                    document_id=child.document_id,
-                    error=str(exc),
-                )
-                self._close_db()
-        reason = str(death.reason) if child.kind is Kind.WORKER else f"http {death.reason}"
-        sentry.capture_worker_death(
-            child.slot,
-            child.pid,
-            reason,
-            child.document_id,
-            correlation_id,
-            stage=child.stage if child.stage in STAGES else None,
-        )
-
     # -- stopping -----------------------------------------------------------------------
 
     def _begin_stop(self, code: int, *, graceful: bool, why: str) -> None:
@@ -886,8 +610,7 @@ class Arbiter:
             grace_seconds=grace,
             children=len(self.children),
         )
-        self._refresh_status_line()
-        self._notify(lambda: self._notifier.stopping(self._status_line or None))
+        self._publisher.stopping(self._view())
         sig = signal.SIGTERM if graceful else signal.SIGINT
         for child in list(self.children.values()):
             # The HTTP child keeps answering /v1/status while workers drain.
@@ -900,7 +623,7 @@ class Arbiter:
             child.stop_reason, child.stop_signal = Reason.SHUTDOWN, sig
         self._send(child, sig)
         if not child.escalated:
-            child.kill_at = deadline if child.kill_at is None else min(child.kill_at, deadline)
+            child.kill_by(deadline)
 
     def _advance_stop(self, now: float) -> None:
         if any(c.kind is Kind.WORKER for c in self.children.values()):
@@ -934,74 +657,33 @@ class Arbiter:
 
     def _forget_child(self, child: Child) -> None:
         self.children.pop(child.pid, None)
-        if child.kind is Kind.WORKER:
-            self._pending_releases.append(
-                PendingRelease(
-                    child.owner,
-                    f"{child.label} (pid {child.pid})",
-                    None,
-                    f"{child.label} (pid {child.pid}) stopped: the supervisor failed",
-                )
-            )
+        self._deaths.abandoned(child)
 
     def _cleanup(self) -> None:
-        self._retry_releases()
-        if self._pending_releases:
-            self._log.error(
-                "could not release the documents of dead workers; their leases expire "
-                "by themselves",
-                owners=[p.owner for p in self._pending_releases],
-                lease_seconds=self.settings.lease_seconds,
-            )
-        try:
-            control.withdraw(self._conn(), self.id)
-        except psycopg.Error as exc:
-            self._db_error("removing this supervisor's status rows", exc)
-        self._close_db()
+        self._deaths.finish()
+        self._publisher.withdraw(self.id)
+        self._db.close()
         control.remove_pid_file(self.settings, self.pid)
         self._signals.uninstall()
-        self._notifier.close()
+        self._publisher.notifier.close()
         self._metrics.close()
         sentry.flush()
         self._log.info(
-            "supervisor exited", exit_code=self._exit_code, restarts=dict(self._restart_counts)
+            "supervisor exited", exit_code=self._exit_code, restarts=dict(self._deaths.restarts)
         )
 
-    # -- reload and scaling -----------------------------------------------------------------
+    # -- reload ---------------------------------------------------------------------------
 
-    def _apply_settings(self, new: Settings) -> None:
-        """Switch to ``new``. What can fail (database, log file, metrics) is set up first,
-        so a failed reload leaves the running configuration untouched."""
-        old = self.settings
-        try:
-            url = database_url(new)
-            if url != self._url:
-                migrate(url)
-            _check_embedding_space(url, new)
-            _configure_logging(new)
-            metrics = None
-            if (new.statsd_host, new.statsd_port, new.statsd_prefix) != (
-                old.statsd_host,
-                old.statsd_port,
-                old.statsd_prefix,
-            ):
-                metrics = _make_metrics(new)
-        except (ConfigError, OSError, ValueError, psycopg.Error) as exc:
-            _configure_logging(old)
-            self._log.error(
-                "reload failed; keeping the running configuration",
-                error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-            )
-            self._notify(lambda: self._notifier.ready(self._status_line or None))
-            return
-        if metrics is not None:
+    def _switch_to(self, prepared: reload.Prepared) -> None:
+        """Use a reloaded configuration (``reload`` set up what could fail), then replace
+        the children one by one (``_advance_reload``)."""
+        new = prepared.settings
+        if prepared.metrics is not None:
             self._metrics.close()
-            self._metrics = metrics
-        if url != self._url:
-            self._close_db()
-            self._url = url
-        _register_secrets(new)
-        self.settings = new
+            self._use_metrics(prepared.metrics)
+        self._db.use(prepared.url)
+        register_settings_secrets(new)
+        self.settings = self._deaths.settings = new
         self.target = new.workers
         self._limits = MemoryLimits.from_settings(new)
         self._restarts.configure(
@@ -1022,151 +704,44 @@ class Arbiter:
     def _advance_reload(self, now: float) -> None:
         if not self._reloading:
             return
-        if any(c.stop_reason is Reason.RELOAD for c in self.children.values()):
+        stale = reload.to_replace(self.children.values(), self.target, self._settings_version)
+        if stale is None:
             return
-        # The previous replacement must be up (heartbeating) before the next one goes.
-        for slot in range(self.target):
-            child = self._worker_in(slot)
-            if child is None or (
-                child.settings_version == self._settings_version and child.heartbeats == 0
-            ):
-                return
-        stale = sorted(
-            (
-                c
-                for c in self.children.values()
-                if c.settings_version < self._settings_version
-                and c.stop_reason is None
-                and c.kill_reason is None
-            ),
-            key=lambda c: (c.kind is Kind.HTTP, c.slot),
-        )
         if not stale:
             self._reloading = False
             self._log.info("reload finished", workers=self.target)
-            self._refresh_status_line()
-            self._notify(lambda: self._notifier.ready(self._status_line or None))
+            self._publisher.ready(self._view())
             return
         self._request_stop(
             stale[0], Reason.RELOAD, signal.SIGTERM, now, grace=self.settings.drain_timeout_seconds
         )
 
-    # -- publishing -----------------------------------------------------------------------
+    # -- publishing and plumbing ----------------------------------------------------------
 
     def _publish(self, now: float) -> None:
-        if now < self._next_publish:
-            return
-        self._next_publish = now + PUBLISH_SECONDS
-        self._retry_releases()
-        if now >= self._next_queue_stats:
-            self._next_queue_stats = now + QUEUE_STATS_SECONDS
-            try:
-                self._refresh_queue_stats(self._conn())
-            except psycopg.Error as exc:
-                self._db_error("reading queue statistics", exc)
-        try:
-            control.publish(
-                self._conn(),
-                supervisor=self.id,
-                pid=self.pid,
-                host=self.hostname,
-                started_at=self.started_at,
-                state=self._state,
-                details=self._details(),
-                workers=[self._worker_row(c, now) for c in self._workers()],
-            )
-        except psycopg.Error as exc:
-            self._db_error("publishing status", exc)
-        self._metrics.gauge("workers.alive", len(self._workers()))
-        line = self._status_line
-        self._refresh_status_line()
-        if self._status_line != line:
-            self._notify(lambda: self._notifier.status(self._status_line))
+        if self._publisher.due(now):
+            self._deaths.retry()  # the database may be back
+            self._publisher.publish(now, self._view())
 
-    def _refresh_queue_stats(self, conn: psycopg.Connection[Any]) -> None:
-        self._queue = reports.queue_summary(conn)
-        counts = reports.counts_by_status(conn)
-        self._docs_per_second = reports.completed_since(conn, 60.0) / 60.0
-        with self._metrics.pipeline() as batch:
-            for status, n in counts.items():
-                batch.gauge(f"queue.depth.{status}", n)
-            batch.gauge("queue.oldest_runnable_age", self._queue["oldest_runnable_age_seconds"])
-
-    def _worker_row(self, child: Child, now: float) -> dict[str, Any]:
-        return {
-            "slot": child.slot,
-            "pid": child.pid,
-            "owner": child.owner,
-            "started_at": child.started_at,
-            "heartbeat_age": child.heartbeat_age(now) if child.heartbeats else None,
-            "uss_bytes": child.memory.last_uss,
-            "document_id": child.document_id,
-            "stage": child.stage,
-            "documents_done": child.documents_done,
-        }
-
-    def _details(self) -> dict[str, Any]:
-        http = next((c for c in self.children.values() if c.kind is Kind.HTTP), None)
-        breakers: dict[str, str] = {}
-        for child in self._workers():
-            for service, state in child.breakers.items():
-                if _BREAKER_SEVERITY.get(state, 0) >= _BREAKER_SEVERITY.get(
-                    breakers.get(service, "closed"), 0
-                ):
-                    breakers[service] = state
-        return {
-            "workers_target": self.target,
-            "workers_alive": len(self._workers()),
-            "drain": self.drain,
-            "reloading": self._reloading,
-            "settings_version": self._settings_version,
-            "http_pid": http.pid if http else None,
-            "http_heartbeat_age_seconds": (
-                round(http.heartbeat_age(time.monotonic()), 3) if http and http.heartbeats else None
-            ),
-            "restarts": dict(self._restart_counts),
-            "pending_releases": len(self._pending_releases),
-            "queue": {
-                k: self._queue[k]
-                for k in ("runnable", "leased", "oldest_runnable_age_seconds")
-                if k in self._queue
-            },
-            "docs_per_second": self._docs_per_second,
-            "breakers": breakers,
-            "config_path": str(self.config_path) if self.config_path else None,
-        }
-
-    def _refresh_status_line(self) -> None:
-        parts = [f"{len(self._workers())}/{self.target} workers"]
-        if self._queue:
-            parts.append(f"{self._queue['runnable']} runnable, {self._queue['leased']} leased")
-        if self._docs_per_second is not None:
-            parts.append(f"{self._docs_per_second:.2f} docs/s")
-        if self._state not in ("running", "starting"):
-            parts.append(self._state)
-        if self._reloading:
-            parts.append("reloading")
-        self._status_line = "; ".join(parts)
-
-    def _watchdog(self, now: float) -> None:
-        if now < self._next_watchdog:
-            return
-        interval = self._notifier.watchdog_interval()
-        self._next_watchdog = now + min(
-            WATCHDOG_SECONDS, interval / 2 if interval else WATCHDOG_SECONDS
+    def _view(self) -> View:
+        return View(
+            supervisor=self.id,
+            pid=self.pid,
+            host=self.hostname,
+            started_at=self.started_at,
+            state=self._state,
+            target=self.target,
+            drain=self.drain,
+            reloading=self._reloading,
+            settings_version=self._settings_version,
+            children=list(self.children.values()),
+            restarts=self._deaths.restarts,
+            pending_releases=self._deaths.pending,
+            config_path=str(self.config_path) if self.config_path else None,
         )
-        self._notify(self._notifier.watchdog)
 
-    def _notify(self, send: Callable[[], object]) -> None:
-        try:
-            send()
-        except SdNotifyError as exc:
-            now = time.monotonic()
-            if now - self._notify_error_logged_at >= DB_ERROR_LOG_SECONDS:
-                self._notify_error_logged_at = now
-                self._log.error("sd_notify failed", error=str(exc))
-
-    # -- plumbing ---------------------------------------------------------------------------
+    def _use_metrics(self, metrics: Metrics) -> None:
+        self._metrics = self._deaths.metrics = self._publisher.metrics = metrics
 
     def _workers(self) -> list[Child]:
         return [c for c in self.children.values() if c.kind is Kind.WORKER]
@@ -1177,98 +752,6 @@ class Arbiter:
                 return child
         return None
 
-    def _conn(self) -> psycopg.Connection[Any]:
-        if self._db is None or self._db.closed:
-            self._db = connect(
-                _bounded(self._url), autocommit=True, application_name="ingestd-supervisor"
-            )
-        return self._db
-
-    def _close_db(self) -> None:
-        if self._db is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._db.close()
-            self._db = None
-
-    def _db_error(self, what: str, exc: psycopg.Error) -> None:
-        """Log (at most every DB_ERROR_LOG_SECONDS, with a count) and drop the connection."""
-        self._close_db()
-        now = time.monotonic()
-        if now - self._db_error_logged_at.get(what, -DB_ERROR_LOG_SECONDS) < DB_ERROR_LOG_SECONDS:
-            self._db_errors_suppressed[what] += 1
-            return
-        text = str(exc).strip()
-        self._log.error(
-            "database error",
-            during=what,
-            error=text.splitlines()[0] if text else type(exc).__name__,
-            similar_errors_since_last_report=self._db_errors_suppressed.pop(what, 0),
-        )
-        self._db_error_logged_at[what] = now
-
-    def _forget_dead_supervisors(self) -> None:
-        try:
-            with connect(
-                _bounded(self._url), autocommit=True, application_name="ingestd-supervisor"
-            ) as conn:
-                gone = control.forget_dead_supervisors(conn, self.hostname)
-        except psycopg.Error as exc:
-            self._db_error("removing rows of dead supervisors", exc)
-            return
-        if gone:
-            self._log.info("removed status rows of supervisors no longer running", supervisors=gone)
-
     def _update_title(self) -> None:
         state = "running" if self._state in ("running", "starting") else self._state
         set_title(supervisor_title(self.target, state))
-
-
-def _configure_logging(s: Settings) -> None:
-    configure_logging("supervisor", None, json=s.log_json, level=s.log_level, log_file=s.log_file)
-
-
-def _make_metrics(s: Settings) -> Metrics:
-    return Metrics.from_settings(s.statsd_host, s.statsd_port, s.statsd_prefix, role="supervisor")
-
-
-def _bounded(url: str) -> str:
-    params: dict[str, Any] = conninfo.conninfo_to_dict(url)
-    options = str(params.get("options") or "")
-    params["options"] = f"{options} -c statement_timeout={DB_STATEMENT_TIMEOUT_MS}".strip()
-    params.setdefault("connect_timeout", DB_CONNECT_TIMEOUT_SECONDS)
-    params.setdefault("tcp_user_timeout", DB_TCP_USER_TIMEOUT_MS)
-    return conninfo.make_conninfo(**params)
-
-
-def _register_secrets(settings: Settings) -> None:
-    for secret in (settings.openai_api_key, settings.llama_cloud_api_key, settings.webhook_secret):
-        if secret is not None:
-            register_secret(secret.get_secret_value())
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent_pid: int) -> None:  # pragma: no cover - runs in the child
-    """Ask the kernel to SIGTERM this child if the supervisor dies (even by SIGKILL), so a
-    worker never runs on unsupervised: it drains and exits like on a normal shutdown."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
-    if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
-        os._exit(0)
-
-
-def _check_embedding_space(url: str, settings: Settings) -> None:
-    """Refuse to start (or reload) with an embedder that cannot work or that does not
-    match the vectors already stored: before any worker is forked, with a message that
-    says what to set or install."""
-    from ingestd.shared.db.space import ensure_space
-    from ingestd.shared.embedders.setup import space_for
-
-    wanted = space_for(settings)
-    with connect(url, autocommit=True, application_name="ingestd-supervisor-check") as conn:
-        ensure_space(conn, wanted)

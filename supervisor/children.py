@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -39,13 +39,9 @@ import psutil
 
 from ingestd.shared.channel import ChannelReader
 from ingestd.shared.errors import ErrorClass
+from ingestd.shared.exitcodes import EXIT_CONFIG, EXIT_CRASH, EXIT_OK
 from ingestd.supervisor.memory import MemoryWatch
 from ingestd.supervisor.signals import name as signal_name
-
-# The worker's exit codes (workers/process.py), from sysexits.h.
-EXIT_OK = 0
-EXIT_CRASH = 70  # EX_SOFTWARE: an unexpected exception, already logged and sent to Sentry
-EXIT_CONFIG = 78  # EX_CONFIG: respawning cannot help
 
 
 class Kind(StrEnum):
@@ -132,6 +128,37 @@ class Child:
     escalated: bool = False  # SIGKILL sent
     channel_open: bool = True
 
+    @classmethod
+    def forked(
+        cls,
+        kind: Kind,
+        slot: int,
+        pid: int,
+        owner: str,
+        generation: int,
+        read_fd: int,
+        now: float,
+        settings_version: int,
+    ) -> Child:
+        """The bookkeeping for a child just forked, ``read_fd`` its end of the channel."""
+        child = cls(
+            kind=kind,
+            slot=slot,
+            pid=pid,
+            owner=owner,
+            generation=generation,
+            reader=ChannelReader(read_fd),
+            started=now,
+            started_at=datetime.now(UTC),
+            settings_version=settings_version,
+            stage_since=now,
+        )
+        try:
+            child.process = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            child.process = None  # already dead: reaped on this loop pass
+        return child
+
     @property
     def label(self) -> str:
         return "http" if self.kind is Kind.HTTP else f"worker {self.slot}"
@@ -162,6 +189,10 @@ class Child:
 
     def stage_age(self, now: float) -> float | None:
         return None if self.stage is None else now - self.stage_since
+
+    def kill_by(self, deadline: float) -> None:
+        """SIGKILL at ``deadline``, unless an earlier one is already set."""
+        self.kill_at = deadline if self.kill_at is None else min(self.kill_at, deadline)
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -207,7 +238,10 @@ def classify(child: Child, wait_status: int) -> Death:
         return Death(child.kill_reason, exit_code, signum, f"{child.kill_detail}; {how}")
     if exit_code == EXIT_CONFIG:
         return Death(
-            Reason.CONFIG, exit_code, signum, "configuration error (exit code 78); see its log"
+            Reason.CONFIG,
+            exit_code,
+            signum,
+            f"configuration error (exit code {EXIT_CONFIG}); see its log",
         )
     stopped_as_asked = (
         exit_code == EXIT_OK
@@ -222,7 +256,9 @@ def classify(child: Child, wait_status: int) -> Death:
     if exit_code == EXIT_OK:
         return Death(Reason.EXITED, exit_code, signum, "exited with code 0 without being asked")
     if exit_code == EXIT_CRASH:
-        return Death(Reason.CRASH, exit_code, signum, "crashed (exit code 70); see its log")
+        return Death(
+            Reason.CRASH, exit_code, signum, f"crashed (exit code {EXIT_CRASH}); see its log"
+        )
     if signum == signal.SIGKILL:
         how += " (not sent by the supervisor: the kernel's OOM killer, or an operator)"
     elif signum is not None:

@@ -1,7 +1,8 @@
 """The worker process's life after fork: set everything up fresh, run, exit.
 
-Nothing that holds a socket or a lock is inherited: logging, metrics, Sentry,
-database connections and the embedder's HTTP client are all created here.
+Nothing that holds a socket or a lock is inherited: ``shared.child.run_child`` sets up
+logging, metrics and Sentry (as for the HTTP child); the database connections and the
+embedder's HTTP client are created here.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import gc
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from types import FrameType
@@ -18,27 +18,13 @@ from typing import Any, NoReturn
 
 import setproctitle
 
-from ingestd.shared.channel import WorkerChannel
+from ingestd.shared.child import Role, Started, run_child
 from ingestd.shared.db.connect import database_url
 from ingestd.shared.embedders.setup import build_embedder
-from ingestd.shared.errors import ConfigError
-from ingestd.shared.malloc import tune_malloc
+from ingestd.shared.exitcodes import EXIT_OK
 from ingestd.shared.settings import Settings
-from ingestd.shared.telemetry import sentry
-from ingestd.shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
-from ingestd.shared.telemetry.metrics import Metrics
-from ingestd.shared.telemetry.scrub import register_secret
+from ingestd.shared.telemetry.logs import get_logger
 from ingestd.workers.base import Worker
-
-EXIT_OK = 0
-EXIT_CRASH = 70
-EXIT_CONFIG = 78
-
-
-def register_secrets(settings: Settings) -> None:
-    for secret in (settings.openai_api_key, settings.llama_cloud_api_key, settings.webhook_secret):
-        if secret is not None:
-            register_secret(secret.get_secret_value())
 
 
 def preload(settings: Settings) -> None:
@@ -58,32 +44,16 @@ def preload(settings: Settings) -> None:
 
 
 def worker_main(settings: Settings, slot: int, owner: str, channel_fd: int | None) -> NoReturn:
-    code = EXIT_CRASH
-    try:
-        code = _main(settings, slot, owner, channel_fd)
-    except ConfigError as exc:
-        print(f"ingestd worker {slot}: configuration error: {exc}", file=sys.stderr)
-        code = EXIT_CONFIG
-    except BaseException:
-        get_logger("ingestd.worker").exception("worker crashed")
-        code = EXIT_CRASH
-    finally:
-        sentry.flush(2.0)
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(code)
+    run_child(
+        Role("worker", slot, tune_malloc=True),
+        settings,
+        channel_fd,
+        lambda started: _main(started, slot, owner),
+    )
 
 
-def _main(settings: Settings, slot: int, owner: str, channel_fd: int | None) -> int:
-    tune_malloc()
-    configure_logging(
-        "worker", slot, json=settings.log_json, level=settings.log_level, log_file=settings.log_file
-    )
-    register_secrets(settings)
-    sentry.init_sentry(settings.sentry_dsn, settings.sentry_environment, "worker", slot)
-    metrics = Metrics.from_settings(
-        settings.statsd_host, settings.statsd_port, settings.statsd_prefix, role="worker", slot=slot
-    )
+def _main(started: Started, slot: int, owner: str) -> int:
+    settings, metrics = started.settings, started.metrics
     log = get_logger("ingestd.worker")
 
     embedder: Any = None
@@ -103,7 +73,7 @@ def _main(settings: Settings, slot: int, owner: str, channel_fd: int | None) -> 
         owner=owner,
         slot=slot,
         metrics=metrics,
-        channel=WorkerChannel(channel_fd),
+        channel=started.channel,
         embedder_factory=embedder_factory,
         set_title=set_title,
     )
@@ -122,7 +92,6 @@ def _main(settings: Settings, slot: int, owner: str, channel_fd: int | None) -> 
     signal.signal(signal.SIGINT, on_int)
     signal.signal(signal.SIGQUIT, on_int)
     signal.signal(signal.SIGUSR1, on_usr1)
-    signal.signal(signal.SIGHUP, lambda *_: reopen_log_files())
 
     log.info("worker started", owner=owner)
     try:
@@ -135,7 +104,6 @@ def _main(settings: Settings, slot: int, owner: str, channel_fd: int | None) -> 
 
         close_runner(embedder)
         worker.close()
-        metrics.close()
 
 
 def profile_path(settings: Settings, slot: int) -> Path:

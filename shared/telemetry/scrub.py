@@ -3,8 +3,9 @@
 Two kinds of data are kept out:
 
 - secrets: values registered with ``register_secret`` (API keys, webhook secrets,
-  DSNs) wherever they appear inside a string, and any value under a key that is
-  named like a secret (``api_key``, ``Authorization``, ``password``, ``*_token``…).
+  DSNs; ``register_settings_secrets`` registers a configuration's) wherever they
+  appear inside a string, and any value under a key that is named like a secret
+  (``api_key``, ``Authorization``, ``password``, ``*_token``…).
   ``token_count``/``prompt_tokens`` are counts, not secrets, and are kept.
 - document and chunk text: a value under a key named ``text``, ``content``,
   ``body``, ``payload``, ``input``… is replaced by its size, whatever it holds.
@@ -20,6 +21,8 @@ import threading
 from collections.abc import Mapping
 from itertools import pairwise
 from typing import Any
+
+from ingestd.shared.settings import Settings
 
 REDACTED = "[REDACTED]"
 
@@ -70,6 +73,14 @@ def register_secret(value: str) -> None:
         ordered = sorted(secrets, key=len, reverse=True)
         _secret_pattern = re.compile("|".join(re.escape(s) for s in ordered))
         _secrets = secrets
+
+
+def register_settings_secrets(settings: Settings) -> None:
+    """Register the secrets a configuration holds; every process calls this once its
+    logging is set up, and the supervisor again on each reload."""
+    for secret in (settings.openai_api_key, settings.llama_cloud_api_key, settings.webhook_secret):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
 
 
 def registered_secrets() -> frozenset[str]:

@@ -2,9 +2,10 @@
 
 ``build_app`` wires the routes to one ``HttpState`` (settings, a PostgreSQL pool opened
 when the app starts, metrics, the webhook secret, a LlamaParse client made on first use).
-``http_main`` is what the supervisor runs in the forked HTTP child: it sets up logging,
-Sentry and metrics afresh, serves until SIGTERM, heartbeats to the supervisor over the
-channel pipe, and leaves through ``os._exit``.
+``http_main`` is what the supervisor runs in the forked HTTP child: ``shared.child``
+sets up logging, Sentry and metrics afresh (as for a worker) and leaves through
+``os._exit``; in between it serves until SIGTERM, heartbeating to the supervisor over
+the channel pipe.
 
 Database work goes through a synchronous ``psycopg_pool`` in worker threads, so the
 HTTP child runs exactly the SQL the CLI and the workers run (``gather_status``,
@@ -32,10 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,14 +47,14 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ingestd.shared.channel import WorkerChannel
+from ingestd.shared.child import Role, Started, run_child
 from ingestd.shared.db.connect import database_url
-from ingestd.shared.errors import ConfigError
+from ingestd.shared.exitcodes import EXIT_OK
 from ingestd.shared.llamaparse.setup import resolve_webhook_secret
 from ingestd.shared.settings import Settings
-from ingestd.shared.telemetry import context, sentry
-from ingestd.shared.telemetry.logs import configure_logging, get_logger, reopen_log_files
+from ingestd.shared.telemetry import context
+from ingestd.shared.telemetry.logs import get_logger, reopen_log_files
 from ingestd.shared.telemetry.metrics import Metrics
-from ingestd.shared.telemetry.scrub import register_secret
 from ingestd.supervisor.http import health, uploads, webhooks
 from ingestd.supervisor.http.state import POOL_MAX, STATE, HttpState, error_response
 
@@ -76,10 +75,6 @@ RUNNER_OPTIONS: dict[str, Any] = {
     "shutdown_timeout": SHUTDOWN_GRACE_SECONDS,
     "lingering_time": LINGER_SECONDS,
 }
-
-EXIT_OK = 0
-EXIT_CRASH = 70
-EXIT_CONFIG = 78
 
 
 CORRELATION: web.RequestKey[str] = web.RequestKey("ingestd_correlation_id", str)
@@ -187,38 +182,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 def http_main(settings: Settings, channel_fd: int | None) -> NoReturn:
     """The HTTP child's whole life after fork; exits 0 after a graceful stop."""
-    code = EXIT_CRASH
-    try:
-        code = _main(settings, channel_fd)
-    except ConfigError as exc:
-        print(f"ingestd http: configuration error: {exc}", file=sys.stderr)
-        code = EXIT_CONFIG
-    except BaseException:
-        get_logger("ingestd.http").exception("http child crashed")
-        code = EXIT_CRASH
-    finally:
-        sentry.flush(2.0)
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-    os._exit(code)
+    run_child(Role("http"), settings, channel_fd, _main)
 
 
-def _main(settings: Settings, channel_fd: int | None) -> int:
-    configure_logging(
-        "http", None, json=settings.log_json, level=settings.log_level, log_file=settings.log_file
-    )
-    for secret in (settings.openai_api_key, settings.llama_cloud_api_key, settings.webhook_secret):
-        if secret is not None:
-            register_secret(secret.get_secret_value())
-    sentry.init_sentry(settings.sentry_dsn, settings.sentry_environment, "http", None)
-    metrics = Metrics.from_settings(
-        settings.statsd_host, settings.statsd_port, settings.statsd_prefix, role="http"
-    )
-    try:
-        asyncio.run(serve(settings, channel=WorkerChannel(channel_fd), metrics=metrics))
-    finally:
-        metrics.close()
+def _main(started: Started) -> int:
+    asyncio.run(serve(started.settings, channel=started.channel, metrics=started.metrics))
     return EXIT_OK
 
 

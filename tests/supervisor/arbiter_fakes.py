@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from ingestd.shared.channel import WorkerChannel
 from ingestd.shared.db import jobs
 from ingestd.shared.db.connect import connect, database_url
+from ingestd.shared.exitcodes import EXIT_CONFIG, EXIT_OK
 from ingestd.shared.settings import Settings
 from ingestd.shared.states import ACTIVE_OF, SUCCESS_OF, Status
 
@@ -76,7 +77,7 @@ def idle(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
         ch.beat(force=True)
         time.sleep(BEAT_SECONDS)
     ch.beat(event="stopping")
-    _exit(0)
+    _exit(EXIT_OK)
 
 
 def holder(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
@@ -97,7 +98,7 @@ def holder(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
         time.sleep(BEAT_SECONDS)
     if flags.graceful and claimed is not None and conn is not None:
         jobs.release(conn, claimed.id, owner, reason="fake holder stopping")
-    _exit(0)
+    _exit(EXIT_OK)
 
 
 def mute(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
@@ -126,7 +127,7 @@ def hog(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
         ch.beat(force=True)
         time.sleep(BEAT_SECONDS)
     del ballast
-    _exit(0)
+    _exit(EXIT_OK)
 
 
 def poison(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
@@ -146,7 +147,7 @@ def poison(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
         ch.beat(force=True)
         time.sleep(BEAT_SECONDS)
     del ballast
-    _exit(0)
+    _exit(EXIT_OK)
 
 
 def crash_at_start(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
@@ -154,7 +155,7 @@ def crash_at_start(settings: Settings, slot: int, owner: str, fd: int) -> NoRetu
 
 
 def config_error(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
-    _exit(78)
+    _exit(EXIT_CONFIG)
 
 
 def stubborn(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
@@ -181,7 +182,7 @@ def counter(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
         ch.documents_done += 1
         ch.beat(force=True)
         time.sleep(BEAT_SECONDS)
-    _exit(0)
+    _exit(EXIT_OK)
 
 
 def stuck(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
@@ -197,7 +198,7 @@ def stuck(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
                 ch.document_id, ch.stage = str(claimed.id), str(claimed.status)
         ch.beat(force=True)
         time.sleep(BEAT_SECONDS)
-    _exit(0)
+    _exit(EXIT_OK)
 
 
 def profiler(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
@@ -214,7 +215,7 @@ def profiler(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
                 fh.write(f"fake capture by worker {slot}\n")
         ch.beat(force=True)
         time.sleep(BEAT_SECONDS)
-    _exit(0)
+    _exit(EXIT_OK)
 
 
 def pipeline(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
@@ -267,7 +268,7 @@ def pipeline(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
         ch.beat(force=True)
         if not claimed:
             time.sleep(BEAT_SECONDS)
-    _exit(0)
+    _exit(EXIT_OK)
 
 
 def http_idle(settings: Settings, fd: int) -> NoReturn:
@@ -278,4 +279,4 @@ def http_idle(settings: Settings, fd: int) -> NoReturn:
     while not (flags.graceful or flags.fast):
         ch.beat(force=True)
         time.sleep(BEAT_SECONDS)
-    _exit(0)
+    _exit(EXIT_OK)

@@ -16,6 +16,7 @@ import psutil
 import psycopg
 import pytest
 
+from ingestd.shared.exitcodes import EXIT_OK
 from ingestd.shared.settings import load_settings
 from ingestd.supervisor import control
 from tests.supervisor.arbiter_support import TIMEOUT, ArbiterRun, wait_until
@@ -54,7 +55,7 @@ def test_term_drains_then_exits_0_leaving_no_process_lease_or_row(
 
     run.send(signal.SIGTERM)
 
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
     assert not any(p.is_running() for p in procs)
     assert leased(conn) == 0
     rows = conn.execute("SELECT status, attempts FROM documents").fetchall()
@@ -74,7 +75,7 @@ def test_term_kills_a_worker_that_outlives_the_drain_timeout(
 
     run.send(signal.SIGTERM)
 
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
     exited = run.events("worker exited")[0]
     assert exited["reason"] == "shutdown" and exited["signal"] == "SIGKILL"
     assert not psutil.pid_exists(pid)
@@ -92,7 +93,7 @@ def test_int_stops_fast_and_releases_what_the_workers_held(
 
     run.send(signal.SIGINT)
 
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
     assert leased(conn) == 0
     row = conn.execute("SELECT status, attempts FROM documents").fetchone()
     assert row == {"status": "queued", "attempts": 0}
@@ -114,10 +115,10 @@ def test_ttin_and_ttou_change_the_worker_count(start_arbiter: Start) -> None:
     run.wait_workers(lambda ws: [w["slot"] for w in ws] == [0, 1], "two workers again")
 
     exited = run.wait_event("worker exited", reason="scale_down")[0]
-    assert exited["worker_slot"] == 2 and exited["exit_code"] == 0
+    assert exited["worker_slot"] == 2 and exited["exit_code"] == EXIT_OK
     assert len(run.events("worker started")) == 3  # nobody replaced the scaled-down one
     run.send(signal.SIGTERM)
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
 
 
 def test_hup_reloads_the_configuration_and_replaces_workers(
@@ -144,7 +145,7 @@ def test_hup_reloads_the_configuration_and_replaces_workers(
     run.send(signal.SIGHUP)
     run.wait_event("reload failed; keeping the running configuration")
     run.send(signal.SIGTERM)
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
     assert len(run.events("worker exited", reason="reload")) == 1
 
 
@@ -154,11 +155,11 @@ def test_worker_is_recycled_after_n_documents(start_arbiter: Start) -> None:
     recycling = run.wait_event("recycling worker")[0]
     assert recycling["why"].startswith(("5 ", "6 "))
     exited = run.wait_event("worker exited", reason="recycle")[0]
-    assert exited["exit_code"] == 0
+    assert exited["exit_code"] == EXIT_OK
     run.wait_event("worker started", count=2)
     assert not run.events("restart scheduled")
     run.send(signal.SIGTERM)
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
 
 
 def test_worker_is_recycled_after_t_seconds(start_arbiter: Start) -> None:
@@ -168,7 +169,7 @@ def test_worker_is_recycled_after_t_seconds(start_arbiter: Start) -> None:
     assert all(e["why"].endswith("s old") for e in recycling)
     assert len(run.events("worker exited", reason="recycle")) >= 1
     run.send(signal.SIGTERM)
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
 
 
 def test_drain_mode_exits_0_once_everything_is_terminal(
@@ -184,7 +185,7 @@ def test_drain_mode_exits_0_once_everything_is_terminal(
     )
     run = start_arbiter("pipeline", workers=2, drain=True)
 
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
     rows = conn.execute(
         "SELECT status, count(*) AS n FROM documents GROUP BY status ORDER BY status"
     ).fetchall()
@@ -211,7 +212,7 @@ def test_profile_request_reaches_the_worker_in_that_slot(
     with pytest.raises(control.ControlError, match="no worker in slot 7"):
         control.request_profile(settings, slot=7)
     run.send(signal.SIGTERM)
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
 
 
 def test_real_workers_drain_a_document_to_complete(
@@ -220,7 +221,7 @@ def test_real_workers_drain_a_document_to_complete(
     doc = ingest_bytes(b"The supervisor forks real workers. " * 40, "real.txt").document_id
     run = start_arbiter("real", workers=2, drain=True, heartbeat_timeout_seconds=30.0)
 
-    assert run.wait_exit(timeout=120) == 0
+    assert run.wait_exit(timeout=120) == EXIT_OK
     row = conn.execute("SELECT status, lease_owner FROM documents WHERE id = %s", (doc,)).fetchone()
     assert row == {"status": "complete", "lease_owner": None}
     assert all(e["reason"] == "shutdown" for e in run.events("worker exited"))
@@ -236,7 +237,7 @@ def test_http_child_is_supervised_and_stopped_after_the_workers(start_arbiter: S
     assert exited["reason"] == "crash" and exited["signal"] == "SIGKILL"
     run.wait_event("http child started", count=2)
     run.send(signal.SIGTERM)
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
     order = [e["event"] for e in run.events() if e["event"].endswith(" exited")]
     # /v1/status keeps answering while the workers drain.
     assert order[-3:] == ["worker exited", "http child exited", "supervisor exited"]
@@ -270,7 +271,7 @@ def test_systemd_hears_ready_status_watchdog_and_stopping(start_arbiter: Start) 
         until("WATCHDOG=1")
         run.send(signal.SIGTERM)
         until("STOPPING=1")
-        assert run.wait_exit() == 0
+        assert run.wait_exit() == EXIT_OK
     finally:
         sock.close()
     assert seen.index("READY=1") < seen.index("STOPPING=1")
@@ -287,7 +288,7 @@ def test_usr1_reopens_the_log_file(start_arbiter: Start, tmp_path: Path) -> None
     reopened = run.wait_event("log files reopened")[0]  # read from the new file
     assert reopened["files"] == 1
     run.send(signal.SIGTERM)
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
 
 
 def test_real_http_child_heartbeats_and_stops_cleanly(
@@ -310,6 +311,6 @@ def test_real_http_child_heartbeats_and_stops_cleanly(
     assert details["http_heartbeat_age_seconds"] < 2.0
     assert not run.events("killing http child") and not run.events("http child exited")
     run.send(signal.SIGTERM)
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
     exited = run.events("http child exited")[0]
-    assert exited["reason"] == "shutdown" and exited["exit_code"] == 0
+    assert exited["reason"] == "shutdown" and exited["exit_code"] == EXIT_OK

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from ingestd.shared.exitcodes import EXIT_CONFIG, EXIT_CRASH, EXIT_CRASH_LOOP, EXIT_OK
 from tests.supervisor.arbiter_support import ArbiterRun, wait_until
 
 Start = Callable[..., ArbiterRun]
@@ -64,7 +65,7 @@ def test_sigkilled_worker_is_replaced_and_its_document_released_at_once(
     assert second["owner"] != first["owner"]
     assert document(conn, doc)["attempts"] == 1
     run.send(signal.SIGTERM)
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
 
 
 def test_silent_worker_is_killed_and_replaced(
@@ -85,7 +86,7 @@ def test_silent_worker_is_killed_and_replaced(
     started = run.wait_event("worker started", count=2)
     assert started[1]["worker_pid"] != started[0]["worker_pid"]
     run.send(signal.SIGINT)
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
 
 
 def test_stage_past_its_deadline_is_killed_with_reason_deadline(
@@ -105,7 +106,7 @@ def test_stage_past_its_deadline_is_killed_with_reason_deadline(
     assert events[0]["error_class"] == "deadline"
     assert "deadline" in events[0]["message"]
     run.send(signal.SIGINT)
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
 
 
 def test_soft_memory_ceiling_recycles_the_worker(start_arbiter: Start) -> None:
@@ -117,11 +118,11 @@ def test_soft_memory_ceiling_recycles_the_worker(start_arbiter: Start) -> None:
     assert warning["strikes"] == 3
     assert warning["uss_mb"] > 48
     exited = run.wait_event("worker exited", reason="recycle")[0]
-    assert exited["exit_code"] == 0  # it finished its batch and left on its own
+    assert exited["exit_code"] == EXIT_OK  # it finished its batch and left on its own
     run.wait_event("worker started", count=2)  # replaced at once, no backoff
     assert not run.events("restart scheduled")
     run.send(signal.SIGTERM)
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
 
 
 def test_hard_memory_ceiling_kills_at_once(start_arbiter: Start) -> None:
@@ -140,7 +141,7 @@ def test_hard_memory_ceiling_kills_at_once(start_arbiter: Start) -> None:
     assert exited["signal"] == "SIGKILL" and exited["uss_mb"] > 96
     run.wait_event("worker started", count=2)
     run.send(signal.SIGTERM)
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
 
 
 def test_document_that_blows_every_worker_up_ends_dead_with_reason_memory(
@@ -170,7 +171,7 @@ def test_document_that_blows_every_worker_up_ends_dead_with_reason_memory(
     assert [e["event"] for e in events] == ["retry_scheduled", "retry_scheduled", "dead"]
     assert len({e["worker"] for e in events}) == 3  # three different worker processes
     run.send(signal.SIGTERM)
-    assert run.wait_exit() == 0
+    assert run.wait_exit() == EXIT_OK
 
 
 def test_crash_loop_backs_off_exponentially_then_gives_up(start_arbiter: Start) -> None:
@@ -182,12 +183,12 @@ def test_crash_loop_backs_off_exponentially_then_gives_up(start_arbiter: Start) 
         crash_loop_window_seconds=30.0,
     )
 
-    assert run.wait_exit() == 1
+    assert run.wait_exit() == EXIT_CRASH_LOOP
     delays = [e["delay_seconds"] for e in run.events("restart scheduled")]
     assert delays == [0.05, 0.1, 0.2, 0.2]
     assert len(run.events("worker started")) == 5
     crashes = run.events("worker exited", reason="crash")
-    assert len(crashes) == 5 and all(e["exit_code"] == 70 for e in crashes)
+    assert len(crashes) == 5 and all(e["exit_code"] == EXIT_CRASH for e in crashes)
     giving_up = run.events("crash loop: giving up")
     assert giving_up and giving_up[0]["rapid_failures"] == 5
 
@@ -195,7 +196,7 @@ def test_crash_loop_backs_off_exponentially_then_gives_up(start_arbiter: Start) 
 def test_configuration_error_in_a_worker_stops_the_supervisor(start_arbiter: Start) -> None:
     run = start_arbiter("config_error", workers=2)
 
-    assert run.wait_exit() == 78
+    assert run.wait_exit() == EXIT_CONFIG
     assert not run.events("restart scheduled")
     assert len(run.events("worker started")) == 2  # the first two; nobody respawned
     assert run.events("worker exited", reason="config")

@@ -14,6 +14,7 @@ import pytest
 
 from ingestd.shared.channel import ChannelReader
 from ingestd.shared.errors import ErrorClass
+from ingestd.shared.exitcodes import EXIT_CONFIG, EXIT_CRASH, EXIT_OK
 from ingestd.supervisor import control
 from ingestd.supervisor.children import Child, Kind, Reason, classify
 from ingestd.supervisor.memory import MB, MemoryLimits, MemoryWatch, Verdict
@@ -130,12 +131,12 @@ def test_a_signal_we_did_not_send_is_a_crash_reported_to_sentry(child: Child) ->
 
 
 def test_exit_70_is_a_crash_the_worker_reported_itself(child: Child) -> None:
-    death = classify(child, exited(70))
+    death = classify(child, exited(EXIT_CRASH))
     assert death.reason is Reason.CRASH and death.failure and not death.report
 
 
 def test_exit_78_is_a_configuration_error(child: Child) -> None:
-    death = classify(child, exited(78))
+    death = classify(child, exited(EXIT_CONFIG))
     assert death.reason is Reason.CONFIG and death.release_class is None
     assert not death.reason.replaced
 
@@ -149,7 +150,7 @@ def test_our_kill_reason_wins_over_the_exit_status(child: Child) -> None:
 
 def test_planned_stops_are_not_failures(child: Child) -> None:
     child.stop_reason, child.stop_signal = Reason.RECYCLE, signal.SIGUSR2
-    death = classify(child, exited(0))
+    death = classify(child, exited(EXIT_OK))
     assert death.reason is Reason.RECYCLE and not death.failure and not death.report
     assert death.release_class is None and death.reason.replaced
     # Killed at the end of its grace: still our stop.
@@ -159,12 +160,12 @@ def test_planned_stops_are_not_failures(child: Child) -> None:
 
 def test_a_crash_during_a_planned_stop_is_still_a_crash(child: Child) -> None:
     child.stop_reason, child.stop_signal = Reason.SHUTDOWN, signal.SIGTERM
-    assert classify(child, exited(70)).reason is Reason.CRASH
+    assert classify(child, exited(EXIT_CRASH)).reason is Reason.CRASH
     assert classify(child, killed(signal.SIGTERM)).reason is Reason.SHUTDOWN
 
 
 def test_an_unrequested_clean_exit_is_a_failure(child: Child) -> None:
-    death = classify(child, exited(0))
+    death = classify(child, exited(EXIT_OK))
     assert death.reason is Reason.EXITED and death.failure
 
 

@@ -10,6 +10,7 @@ import socket
 import time
 
 from ingestd.shared.channel import ChannelReader
+from ingestd.shared.exitcodes import EXIT_CRASH, EXIT_OK
 from tests.supervisor.http.http_harness import SECRET, request, wait_for
 
 
@@ -47,7 +48,7 @@ def test_child_serves_heartbeats_and_stops_on_sigterm(make_settings, db) -> None
 
             http_main(settings, write_fd)
         finally:
-            os._exit(70)
+            os._exit(EXIT_CRASH)
     os.close(write_fd)
     reader = ChannelReader(read_fd)
     try:
@@ -60,7 +61,7 @@ def test_child_serves_heartbeats_and_stops_on_sigterm(make_settings, db) -> None
         msgs = _read_messages(reader, read_fd, "stopping")
         assert any(m.get("event") == "stopping" for m in msgs)
         _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert os.waitstatus_to_exitcode(status) == EXIT_OK
         pid = 0
     finally:
         if pid:

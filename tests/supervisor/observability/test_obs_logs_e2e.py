@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from ingestd.shared.exitcodes import EXIT_OK
 from ingestd.shared.ingest import IngestResult
 from tests.supervisor.observability.obs_support import Daemon
 
@@ -40,7 +41,7 @@ def test_log_lines_carry_correlation_ids_and_no_text_or_secret(
         "OPENAI_BASE_URL": openai_emulator.base_url,
     }
     daemon = start_daemon(env)
-    assert daemon.wait_exit() == 0, daemon.tail()
+    assert daemon.wait_exit() == EXIT_OK, daemon.tail()
     rows = conn.execute("SELECT id, status::text AS status, correlation_id FROM documents")
     docs = {r["id"]: r for r in rows}
     assert docs[good.document_id]["status"] == "complete"

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from ingestd.shared.exitcodes import EXIT_OK
 from ingestd.shared.ingest import IngestResult
 from tests.emulators.openai_api import DEFAULT_API_KEY
 from tests.supervisor.observability.obs_support import Daemon, SentryIngest, wait_until
@@ -59,7 +60,7 @@ def test_failed_document_is_one_scrubbed_tagged_event(
     good = ingest_bytes(GOOD, "good.md", "text/markdown")
     env = {**_openai_env(daemon_env, openai_emulator, sentry_ingest.dsn), "INGESTD_WORKERS": "1"}
     daemon = start_daemon(env)
-    assert daemon.wait_exit() == 0, daemon.tail()
+    assert daemon.wait_exit() == EXIT_OK, daemon.tail()
 
     statuses = {
         r["id"]: r["status"]
@@ -125,7 +126,7 @@ def test_killed_worker_is_reported_by_the_supervisor(
     assert tags["stage"] == "embedding"
 
     # The replacement worker finishes the document; nothing else was reported.
-    assert daemon.wait_exit() == 0, daemon.tail()
+    assert daemon.wait_exit() == EXIT_OK, daemon.tail()
     row = conn.execute(
         "SELECT status::text AS status FROM documents WHERE id = %s", (good.document_id,)
     ).fetchone()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ingestd.shared.exitcodes import EXIT_OK
 from ingestd.shared.ingest import IngestResult
 from ingestd.shared.telemetry.metrics import MetricType, lookup, metric_segment
 from tests.emulators.openai_api import DEFAULT_API_KEY, OpenAIFault
@@ -48,7 +49,7 @@ def test_statsd_metrics_of_a_run_are_catalogued_and_complete(
         "STATSD_PORT": str(statsd_sink.port),
     }
     daemon = start_daemon(env)
-    assert daemon.wait_exit() == 0, daemon.tail()
+    assert daemon.wait_exit() == EXIT_OK, daemon.tail()
     assert openai_emulator.stats.count(503) == 1
     assert openai_emulator.stats.count(200) >= 1
 

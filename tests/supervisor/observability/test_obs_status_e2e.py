@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from ingestd.shared.exitcodes import EXIT_OK
 from ingestd.shared.ingest import IngestResult
 from ingestd.shared.states import TERMINAL, Status
 from tests.emulators.openai_api import DEFAULT_API_KEY
@@ -129,4 +130,4 @@ def test_cli_http_and_database_agree(
     assert _workers(http) == _workers(cli)
 
     daemon.proc.send_signal(signal.SIGTERM)
-    assert daemon.wait_exit() == 0, daemon.tail()
+    assert daemon.wait_exit() == EXIT_OK, daemon.tail()

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from ingestd.shared.exitcodes import EXIT_OK
 from ingestd.shared.ingest import IngestResult
 from tests.supervisor.observability.obs_support import Daemon, wait_until
 
@@ -74,7 +75,7 @@ def test_two_supervisors_share_one_queue(
     for d in daemons:
         d.proc.send_signal(signal.SIGTERM)
     for d in daemons:
-        assert d.wait_exit() == 0, d.tail()
+        assert d.wait_exit() == EXIT_OK, d.tail()
 
     statuses = conn.execute(
         "SELECT status::text AS s, count(*) AS n FROM documents GROUP BY status"
