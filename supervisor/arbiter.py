@@ -40,6 +40,7 @@ from typing import Any
 
 import psycopg
 
+from ingestd.shared.db import reports
 from ingestd.shared.db.connect import database_url
 from ingestd.shared.db.migrate import migrate
 from ingestd.shared.exitcodes import EXIT_CONFIG, EXIT_CRASH_LOOP, EXIT_OK
@@ -465,7 +466,7 @@ class Arbiter:
 
     def _check_drain(self) -> None:
         try:
-            outstanding = control.outstanding_documents(self._db.conn())
+            outstanding = reports.outstanding_documents(self._db.conn())
         except psycopg.Error as exc:
             self._db.error("drain check", exc)
             return

@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 import psycopg
 
-from ingestd.shared.db import reports, supervisors
+from ingestd.shared.db import supervisors
 from ingestd.shared.db.connect import connect, database_url
 from ingestd.shared.errors import ConfigError
 from ingestd.shared.settings import Settings
@@ -90,18 +90,6 @@ def is_running_supervisor(pid: int) -> bool:
         return False
 
 
-# -- what the supervisor publishes ----------------------------------------------------
-
-
-# The supervisor's rows live in ``shared.db.supervisors``; these names are the ones the
-# supervisor and the CLI have always called.
-publish = supervisors.publish
-withdraw = supervisors.withdraw
-worker_slots = supervisors.worker_slots
-outstanding_documents = reports.outstanding_documents
-leased_by = reports.leased_by
-
-
 def forget_dead_supervisors(conn: psycopg.Connection[Any], host: str) -> list[str]:
     """Delete the rows of supervisors on this host whose process is gone (a SIGKILLed
     supervisor cannot delete its own). Other hosts' rows are theirs to manage."""
@@ -111,7 +99,7 @@ def forget_dead_supervisors(conn: psycopg.Connection[Any], host: str) -> list[st
         if not is_running_supervisor(r["pid"])
     ]
     for sup in dead:
-        withdraw(conn, sup)
+        supervisors.withdraw(conn, sup)
     return dead
 
 
@@ -169,7 +157,7 @@ def request_profile(settings: Settings, slot: int) -> Path:
         database_url(settings), autocommit=True, application_name="ingestd-control"
     ) as conn:
         pid = find_local_supervisor(settings, conn)
-        slots = worker_slots(conn, supervisor_id(hostname(), pid))
+        slots = supervisors.worker_slots(conn, supervisor_id(hostname(), pid))
     if slots and slot not in slots:
         raise ControlError(
             f"the supervisor (pid {pid}) has no worker in slot {slot}; its slots are "

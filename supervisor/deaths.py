@@ -34,7 +34,6 @@ from ingestd.shared.telemetry import sentry
 from ingestd.shared.telemetry.context import STAGES
 from ingestd.shared.telemetry.logs import get_logger
 from ingestd.shared.telemetry.metrics import Metrics
-from ingestd.supervisor import control
 from ingestd.supervisor.children import Child, Death, Kind
 from ingestd.supervisor.database import SupervisorDatabase
 from ingestd.supervisor.memory import megabytes
@@ -144,7 +143,7 @@ class Deaths:
         conn = self._db.conn()
         s = self.settings
         if pending.release_class is None:
-            for doc_id in control.leased_by(conn, pending.owner):
+            for doc_id in reports.leased_by(conn, pending.owner):
                 if jobs.release(conn, doc_id, pending.owner, reason=pending.message):
                     self._log.info(
                         "document released",

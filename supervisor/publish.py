@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from ingestd.shared.db import reports
+from ingestd.shared.db import reports, supervisors
 from ingestd.shared.telemetry.logs import get_logger
 from ingestd.shared.telemetry.metrics import Metrics
 from ingestd.supervisor import control
@@ -86,7 +86,7 @@ class Publisher:
                 self._db.error("reading queue statistics", exc)
         workers = view.workers
         try:
-            control.publish(
+            supervisors.publish(
                 self._db.conn(),
                 supervisor=view.supervisor,
                 pid=view.pid,
@@ -107,7 +107,7 @@ class Publisher:
     def withdraw(self, supervisor: str) -> None:
         """This supervisor is exiting: remove its rows."""
         try:
-            control.withdraw(self._db.conn(), supervisor)
+            supervisors.withdraw(self._db.conn(), supervisor)
         except psycopg.Error as exc:
             self._db.error("removing this supervisor's status rows", exc)
 
