@@ -1,24 +1,30 @@
 """Embed: chunks without a vector → token-budgeted micro-batches → vectors in pgvector.
 
-Rows a group of small documents had not written yet are restored first
-(``chunk.restore``). The document's unembedded chunks are streamed (keyset pages), packed into
-batches that respect every API limit (shared/batching.py), and sent with a
-bounded number of requests in flight. Each batch's vectors are written as soon
-as it returns, with the progress counters, in one transaction: a crash after
-batch k resumes at batch k+1 and the API is asked only for what is missing.
+Streamed, for a document alone: rows a group of small documents had not written yet
+are restored first (``chunk.restore``); the document's unembedded chunks are streamed
+(keyset pages), packed into batches that respect every API limit
+(shared/batching.py), and sent with a bounded number of requests in flight. Each
+batch's vectors are written as soon as it returns, with the progress counters, in one
+transaction: a crash after batch k resumes at batch k+1 and the API is asked only for
+what is missing.
+
+Together, for small documents: their chunks, held since the chunk stage, share the
+batches, and each chunk row is written once, with its vector, by one COPY per batch
+(``chunks.copy_embedded_many``): no row written bare and updated later.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from uuid import UUID
 
 import numpy as np
 
 from ingestd.shared.batching import BatchItem, BatchLimits, pack
 from ingestd.shared.db import chunks
-from ingestd.shared.embedders.base import validate_embeddings
+from ingestd.shared.db.chunks import ChunkRow
+from ingestd.shared.embedders.base import Embedder, validate_embeddings
 from ingestd.shared.embedders.pricing import cost_usd
 from ingestd.shared.errors import IngestError
 from ingestd.shared.settings import Settings
@@ -32,7 +38,7 @@ from ingestd.workers.stages import chunk as chunk_stage
 log = get_logger("ingestd.worker.embed")
 
 
-def limits_for(s: Settings, embedder: Any) -> BatchLimits:
+def limits_for(s: Settings, embedder: Embedder) -> BatchLimits:
     return BatchLimits(
         max_inputs=s.batch_max_inputs,
         max_request_tokens=s.batch_max_tokens,
@@ -41,15 +47,20 @@ def limits_for(s: Settings, embedder: Any) -> BatchLimits:
 
 
 def run(ctx: StageContext) -> Status:
-    assert ctx.embedder_factory is not None, "the worker provides an embedder"
-    embedder = ctx.embedder_factory()
-    restored = chunk_stage.restore(ctx)
-    if restored:
-        log.info("missing chunk rows restored", chunks=restored)
-    runner = worker_runner()
-    written = runner.run(_embed_all(ctx, embedder))
+    embedder = ctx.embedder()
+    if ctx.together:
+        worker_runner().run(_embed_together(ctx, embedder))
+    else:
+        restored = chunk_stage.restore(ctx)
+        if restored:
+            log.info("missing chunk rows restored", chunks=restored)
+        ctx.members[0].embedded = worker_runner().run(_embed_all(ctx, embedder))
     with ctx.conn.transaction():
-        ctx.transition(Status.EMBEDDED, details={"vectors_written": written})
+        ctx.advance(
+            Status.EMBEDDED,
+            {m.id: {} for m in ctx.members},
+            {m.id: {"vectors_written": m.embedded} for m in ctx.members},
+        )
     return Status.EMBEDDED
 
 
@@ -65,7 +76,7 @@ def worker_runner() -> asyncio.Runner:
     return _RUNNER
 
 
-def close_runner(embedder: Any = None) -> None:
+def close_runner(embedder: Embedder | None = None) -> None:
     """Close the embedder's HTTP client on the loop it was used on, then the loop."""
     global _RUNNER
     if _RUNNER is not None:
@@ -82,7 +93,7 @@ def _items(ctx: StageContext) -> Iterator[BatchItem]:
         yield BatchItem(row.ordinal, row.text, row.token_count)
 
 
-async def _embed_all(ctx: StageContext, embedder: Any) -> int:
+async def _embed_all(ctx: StageContext, embedder: Embedder) -> int:
     doc = ctx.doc
     model = embedder.model
 
@@ -106,7 +117,57 @@ async def _embed_all(ctx: StageContext, embedder: Any) -> int:
         pack(_items(ctx), limits_for(ctx.settings, embedder)),
         embedder,
         concurrency=ctx.settings.embed_concurrency,
-        correlation_id=str(doc["correlation_id"]),
+        correlation_id=str(ctx.correlation_id),
+        store=store,
+        checkpoint=ctx.checkpoint,
+        metrics=ctx.metrics,
+    )
+
+
+async def _embed_together(ctx: StageContext, embedder: Embedder) -> int:
+    model = embedder.model
+    by_id = {m.id: m for m in ctx.members}
+    first = ctx.members[0].doc
+    # The chunk stage recorded the same chunker on every member.
+    name, version = first["chunker"], first["chunker_version"]
+
+    def items() -> Iterator[BatchItem]:
+        for m in ctx.members:
+            for c in m.chunks:
+                yield BatchItem((m.id, c.ordinal), c.text, c.token_count)
+
+    def row(key: tuple[UUID, int]) -> tuple[UUID, ChunkRow]:
+        doc_id, ordinal = key
+        return doc_id, by_id[doc_id].chunks[ordinal]
+
+    def store(batch: list[BatchItem], vectors: np.ndarray) -> int:
+        tokens: dict[UUID, int] = {}
+        for b in batch:
+            tokens[b.key[0]] = tokens.get(b.key[0], 0) + b.token_count
+        price = {i: cost_usd(model, t) for i, t in tokens.items()}
+        with ctx.conn.transaction():
+            written = chunks.copy_embedded_many(
+                ctx.conn, name, version, model, [row(b.key) for b in batch], vectors
+            )
+            chunks.record_embedded(
+                ctx.conn,
+                ctx.owner,
+                model,
+                {i: (written.get(i, 0), tokens[i], price[i]) for i in tokens},
+            )
+        for i in tokens:
+            # What the database now counts, kept on the held row for the final check.
+            doc = by_id[i].doc
+            by_id[i].embedded += written.get(i, 0)
+            doc["embed_tokens"] += tokens[i]
+            doc["cost_usd"] = float(doc["cost_usd"]) + price[i]
+        return sum(written.values())
+
+    return await embed_batches(
+        pack(items(), limits_for(ctx.settings, embedder)),
+        embedder,
+        concurrency=ctx.settings.embed_concurrency,
+        correlation_id=str(ctx.correlation_id),
         store=store,
         checkpoint=ctx.checkpoint,
         metrics=ctx.metrics,
@@ -115,7 +176,7 @@ async def _embed_all(ctx: StageContext, embedder: Any) -> int:
 
 async def embed_batches(
     batches: Iterable[list[BatchItem]],
-    embedder: Any,
+    embedder: Embedder,
     *,
     concurrency: int,
     correlation_id: str,
