@@ -99,6 +99,7 @@ class StageContext:
         self.owner = owner
         self.status = status  # the stage being run
         self.metrics = metrics
+        # ``doc``: a run of one built from its row (stage tests, profiling sessions).
         self.members = list(members) + ([Member(doc, status)] if doc is not None else [])
         self.together = together
         self.channel = channel or WorkerChannel(None)
@@ -255,7 +256,8 @@ class StageContext:
     def _keep(self, asked: Sequence[UUID], kept: set[UUID]) -> None:
         """Let go of the members among ``asked`` that are no longer ours; with none
         left, the run is over."""
-        lost = [m for m in self.members if m.id in asked and m.id not in kept]
+        wanted = set(asked)
+        lost = [m for m in self.members if m.id in wanted and m.id not in kept]
         if not lost:
             return
         self.metrics.incr("leases.lost", len(lost))

@@ -5,18 +5,25 @@ loss, ending an attempt — follow the same rule whatever its size."""
 from __future__ import annotations
 
 import io
+import sys
 from collections import Counter
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from ingestd.shared.db import documents, jobs
 from ingestd.shared.db.connect import connect
+from ingestd.shared.embedders.hashing import HashEmbedder
 from ingestd.shared.errors import InvalidInput, LeaseLost
 from ingestd.shared.ingest import ingest_stream
 from ingestd.shared.states import Status
 from ingestd.shared.telemetry.metrics import Metrics
+from ingestd.workers.base import Worker
 from ingestd.workers.context import Member, StageContext
+from ingestd.workers.drive import drive
+from ingestd.workers.stages import STAGES
+from ingestd.workers.stages.embed import close_runner
 from tests.workers.test_pipeline import run_worker
 
 OWNER = "runs:1:0:0"
@@ -246,3 +253,93 @@ def test_a_bug_in_one_member_is_recorded_as_internal_and_retried(conn, make_sett
     assert (doc["status"], doc["error_class"], doc["attempts"]) == ("queued", "internal", 1)
     assert "KeyError" in doc["error_message"]
     assert bad not in ctx.ids and len(ctx.ids) == 1
+
+
+# -- a group sent back goes on alone -------------------------------------------------------
+
+
+def test_a_group_member_sent_back_by_finalize_goes_on_alone_and_completes(
+    conn, make_settings, monkeypatch
+) -> None:
+    _ingest(conn, _notes(3))
+    embedder = HashEmbedder(dimensions=384)
+    metrics = CountingMetrics()
+    settings = make_settings(chunk_target_tokens=64, chunk_overlap_tokens=8)
+    ctx = _run_of(conn, settings, 3, metrics=metrics)
+    ctx.embedder_factory = lambda: embedder
+    victim = ctx.ids[1]
+    real_finalize = STAGES[Status.FINALIZING]
+
+    def finalize_with_a_vector_lost(c: StageContext) -> Status:
+        if victim in c.ids and c.together:
+            conn.execute(
+                "UPDATE chunks SET embedding = NULL, embedding_model = NULL"
+                " WHERE document_id = %s AND ordinal = 0",
+                (victim,),
+            )
+        return real_finalize(c)
+
+    monkeypatch.setitem(STAGES, Status.FINALIZING, finalize_with_a_vector_lost)
+    ids = list(ctx.ids)
+    try:
+        drive(ctx, set_title=lambda _t: None)
+    finally:
+        close_runner(embedder)
+    assert sorted(m.id for m in ctx.left) == sorted(ids)
+    # Not a crash of the group: the rule sent the member on alone.
+    assert metrics.counts["group.split"] == 0
+    assert metrics.counts["documents.completed"] == 3
+    for doc_id in ids:
+        doc = conn.execute(
+            "SELECT status::text, chunks_total, chunks_embedded, lease_owner FROM documents"
+            " WHERE id = %s",
+            (doc_id,),
+        ).fetchone()
+        assert (doc["status"], doc["lease_owner"]) == ("complete", None)
+        assert doc["chunks_embedded"] == doc["chunks_total"] > 1
+    history = [
+        (r["event"], r["from_status"], r["to_status"])
+        for r in conn.execute(
+            "SELECT event, from_status::text, to_status::text FROM document_events"
+            " WHERE document_id = %s AND event LIKE 'stage_%%' ORDER BY id",
+            (victim,),
+        )
+    ]
+    # Sent back to chunked, straight on into embedding under the kept lease, alone.
+    assert history[-5:] == [
+        ("stage_finished", "finalizing", "chunked"),
+        ("stage_started", "chunked", "embedding"),
+        ("stage_finished", "embedding", "embedded"),
+        ("stage_started", "embedded", "finalizing"),
+        ("stage_finished", "finalizing", "complete"),
+    ]
+    missing = conn.execute(
+        "SELECT count(*) AS n FROM chunks WHERE embedding IS NULL AND document_id = ANY(%s)",
+        (ids,),
+    ).fetchone()["n"]
+    assert missing == 0
+
+
+# -- a profile request on a host without memray --------------------------------------------
+
+
+def test_a_worker_without_memray_says_so_and_still_processes_the_document(
+    conn, db_url, make_settings, tmp_path, monkeypatch
+) -> None:
+    (doc_id,) = _ingest(conn, _notes(1)).values()
+    monkeypatch.setitem(sys.modules, "memray", None)  # as if the extra were not installed
+    settings = make_settings()
+    embedder = HashEmbedder(dimensions=384)
+    worker = Worker(settings, url=db_url, owner=OWNER, embedder_factory=lambda: embedder)
+    worker.profile_next = tmp_path / "profile.bin"
+    try:
+        with capture_logs() as logs:
+            worker.run(until_idle=True)
+    finally:
+        close_runner(embedder)
+        worker.close()
+    assert _status(conn, doc_id) == ("complete", None)
+    assert worker.profile_next is None, "the request was taken, not left pending"
+    assert not (tmp_path / "profile.bin").exists()
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert len(errors) == 1 and "ingestd[profile]" in errors[0]["event"]
