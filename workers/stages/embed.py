@@ -46,15 +46,27 @@ def limits_for(s: Settings, embedder: Embedder) -> BatchLimits:
     )
 
 
+Store = Callable[[list[BatchItem], np.ndarray], int]
+
+
 def run(ctx: StageContext) -> Status:
     embedder = ctx.embedder()
-    if ctx.together:
-        worker_runner().run(_embed_together(ctx, embedder))
-    else:
+    if not ctx.together:
         restored = chunk_stage.restore(ctx)
         if restored:
             log.info("missing chunk rows restored", chunks=restored)
-        ctx.members[0].embedded = worker_runner().run(_embed_all(ctx, embedder))
+    items, store = (_held if ctx.together else _streamed)(ctx, embedder.model)
+    worker_runner().run(
+        embed_batches(
+            pack(items, limits_for(ctx.settings, embedder)),
+            embedder,
+            concurrency=ctx.settings.embed_concurrency,
+            correlation_id=str(ctx.correlation_id),
+            store=store,
+            checkpoint=ctx.checkpoint,
+            metrics=ctx.metrics,
+        )
+    )
     with ctx.conn.transaction():
         ctx.advance(
             Status.EMBEDDED,
@@ -87,54 +99,40 @@ def close_runner(embedder: Embedder | None = None) -> None:
         _RUNNER = None
 
 
-def _items(ctx: StageContext) -> Iterator[BatchItem]:
-    doc = ctx.doc
-    for row in chunks.iter_unembedded(ctx.conn, ctx.doc_id, doc["chunker"], doc["chunker_version"]):
-        yield BatchItem(row.ordinal, row.text, row.token_count)
-
-
-async def _embed_all(ctx: StageContext, embedder: Embedder) -> int:
-    doc = ctx.doc
-    model = embedder.model
+def _streamed(ctx: StageContext, model: str) -> tuple[Iterator[BatchItem], Store]:
+    """The document's unembedded chunks, read in keyset pages; vectors written onto them."""
+    (member,) = ctx.members
+    doc = member.doc
+    name, version = doc["chunker"], doc["chunker_version"]
+    items = (
+        BatchItem(r.ordinal, r.text, r.token_count)
+        for r in chunks.iter_unembedded(ctx.conn, member.id, name, version)
+    )
 
     def store(batch: list[BatchItem], vectors: np.ndarray) -> int:
         tokens = sum(b.token_count for b in batch)
         price = cost_usd(model, tokens)
         with ctx.conn.transaction():
             n = chunks.write_vectors(
-                ctx.conn,
-                ctx.doc_id,
-                doc["chunker"],
-                doc["chunker_version"],
-                model,
-                [b.key for b in batch],
-                vectors,
+                ctx.conn, member.id, name, version, model, [b.key for b in batch], vectors
             )
-            chunks.record_embedded(ctx.conn, ctx.owner, model, {ctx.doc_id: (n, tokens, price)})
+            chunks.record_embedded(ctx.conn, ctx.owner, model, {member.id: (n, tokens, price)})
+        member.embedded += n
         return n
 
-    return await embed_batches(
-        pack(_items(ctx), limits_for(ctx.settings, embedder)),
-        embedder,
-        concurrency=ctx.settings.embed_concurrency,
-        correlation_id=str(ctx.correlation_id),
-        store=store,
-        checkpoint=ctx.checkpoint,
-        metrics=ctx.metrics,
-    )
+    return items, store
 
 
-async def _embed_together(ctx: StageContext, embedder: Embedder) -> int:
-    model = embedder.model
+def _held(ctx: StageContext, model: str) -> tuple[Iterator[BatchItem], Store]:
+    """The members' chunks, held since the chunk stage, sharing batches; each row written
+    once, with its vector."""
     by_id = {m.id: m for m in ctx.members}
     first = ctx.members[0].doc
     # The chunk stage recorded the same chunker on every member.
     name, version = first["chunker"], first["chunker_version"]
-
-    def items() -> Iterator[BatchItem]:
-        for m in ctx.members:
-            for c in m.chunks:
-                yield BatchItem((m.id, c.ordinal), c.text, c.token_count)
+    items = (
+        BatchItem((m.id, c.ordinal), c.text, c.token_count) for m in ctx.members for c in m.chunks
+    )
 
     def row(key: tuple[UUID, int]) -> tuple[UUID, ChunkRow]:
         doc_id, ordinal = key
@@ -163,15 +161,7 @@ async def _embed_together(ctx: StageContext, embedder: Embedder) -> int:
             doc["cost_usd"] = float(doc["cost_usd"]) + price[i]
         return sum(written.values())
 
-    return await embed_batches(
-        pack(items(), limits_for(ctx.settings, embedder)),
-        embedder,
-        concurrency=ctx.settings.embed_concurrency,
-        correlation_id=str(ctx.correlation_id),
-        store=store,
-        checkpoint=ctx.checkpoint,
-        metrics=ctx.metrics,
-    )
+    return items, store
 
 
 async def embed_batches(
