@@ -1,4 +1,4 @@
-"""Small documents claimed together run the stages as one group (workers/group.py):
+"""Small documents claimed together run the stages as one group (workers/drive.py):
 the same results as one by one, fewer requests, errors kept with their document,
 and a crash mid-group resumed by anyone."""
 

@@ -1,6 +1,7 @@
 """One module per pipeline stage. Each exposes ``run(ctx) -> Status``: it does its
-work, commits its results together with the status change, and returns the
-status the document is now in."""
+work for the run's documents (one, streamed; or small ones held together, see
+workers/context.py), commits its results together with their status change through
+``ctx.advance``, and returns the status it moved them to."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ Streamed: segments are read a page at a time, chunks are written by COPY in
 groups as they are produced. The chunker is deterministic in the text and its
 settings, which are recorded on the document, so a retried attempt rewrites
 exactly the same chunk identities, and ``restore`` can bring back chunks that a
-group of small documents had not written yet (workers/group.py writes their rows
-only together with their vectors).
+group of small documents had not written yet (a group writes its rows only in the
+embed stage, together with their vectors).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ingestd.shared.embedders.setup import input_limit
 from ingestd.shared.errors import IngestError, InvalidInput
 from ingestd.shared.settings import Settings
 from ingestd.shared.states import Status
-from ingestd.workers.context import StageContext
+from ingestd.workers.context import Member, StageContext
 
 GROUP = 512  # chunks per COPY
 
@@ -35,6 +35,8 @@ def make_chunker(s: Settings, max_input_tokens: int | None = None) -> Chunker:
 
 def run(ctx: StageContext) -> Status:
     chunker = make_chunker(ctx.settings, input_limit(ctx.settings))
+    if ctx.together:
+        return run_together(ctx, chunker)
     # What an earlier attempt left (one statement, so its own transaction).
     chunks.delete_for_chunking(ctx.conn, ctx.doc_id, chunker.NAME, chunker.VERSION)
     produced = rows(chunker, segments.read(ctx.conn, ctx.doc_id))
@@ -53,6 +55,26 @@ def run(ctx: StageContext) -> Status:
         # Parsed segments are kept: re-chunking with a new chunker version must not
         # pay for parsing again (LlamaParse bills per page).
         ctx.transition(Status.CHUNKED, fields=fields, details=details)
+    return Status.CHUNKED
+
+
+def run_together(ctx: StageContext, chunker: Chunker) -> Status:
+    """Chunk each member's blocks, held since parsing; the rows are written in the embed
+    stage, each with its vector (one write per row instead of two). A member resumed
+    alone before that restores them from its parsed segments (``restore``)."""
+
+    def chunk_one(m: Member) -> None:
+        blocks, m.blocks = m.blocks, []  # the text is not needed past this point
+        m.chunks = list(rows(chunker, blocks))
+        m.fields, m.details = chunked(chunker, len(m.chunks), sum(c.token_count for c in m.chunks))
+
+    ctx.per_member(chunk_one)
+    if not ctx.members:
+        return ctx.status
+    ctx.checkpoint()
+    with ctx.conn.transaction():
+        chunks.delete_for_chunking(ctx.conn, ctx.ids, chunker.NAME, chunker.VERSION)
+        ctx.advance_recorded(Status.CHUNKED)
     return Status.CHUNKED
 
 

@@ -1,24 +1,30 @@
 """Embed: chunks without a vector → token-budgeted micro-batches → vectors in pgvector.
 
-Rows a group of small documents had not written yet are restored first
-(``chunk.restore``). The document's unembedded chunks are streamed (keyset pages), packed into
-batches that respect every API limit (shared/batching.py), and sent with a
-bounded number of requests in flight. Each batch's vectors are written as soon
-as it returns, with the progress counters, in one transaction: a crash after
-batch k resumes at batch k+1 and the API is asked only for what is missing.
+Streamed, for a document alone: rows a group of small documents had not written yet
+are restored first (``chunk.restore``); the document's unembedded chunks are streamed
+(keyset pages), packed into batches that respect every API limit
+(shared/batching.py), and sent with a bounded number of requests in flight. Each
+batch's vectors are written as soon as it returns, with the progress counters, in one
+transaction: a crash after batch k resumes at batch k+1 and the API is asked only for
+what is missing.
+
+Together, for small documents: their chunks, held since the chunk stage, share the
+batches, and each chunk row is written once, with its vector, by one COPY per batch
+(``chunks.copy_embedded_many``): no row written bare and updated later.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from uuid import UUID
 
 import numpy as np
 
 from ingestd.shared.batching import BatchItem, BatchLimits, pack
 from ingestd.shared.db import chunks
-from ingestd.shared.embedders.base import validate_embeddings
+from ingestd.shared.db.chunks import ChunkRow
+from ingestd.shared.embedders.base import Embedder, validate_embeddings
 from ingestd.shared.embedders.pricing import cost_usd
 from ingestd.shared.errors import IngestError
 from ingestd.shared.settings import Settings
@@ -32,7 +38,7 @@ from ingestd.workers.stages import chunk as chunk_stage
 log = get_logger("ingestd.worker.embed")
 
 
-def limits_for(s: Settings, embedder: Any) -> BatchLimits:
+def limits_for(s: Settings, embedder: Embedder) -> BatchLimits:
     return BatchLimits(
         max_inputs=s.batch_max_inputs,
         max_request_tokens=s.batch_max_tokens,
@@ -40,16 +46,33 @@ def limits_for(s: Settings, embedder: Any) -> BatchLimits:
     )
 
 
+Store = Callable[[list[BatchItem], np.ndarray], int]
+
+
 def run(ctx: StageContext) -> Status:
-    assert ctx.embedder_factory is not None, "the worker provides an embedder"
-    embedder = ctx.embedder_factory()
-    restored = chunk_stage.restore(ctx)
-    if restored:
-        log.info("missing chunk rows restored", chunks=restored)
-    runner = worker_runner()
-    written = runner.run(_embed_all(ctx, embedder))
+    embedder = ctx.embedder()
+    if not ctx.together:
+        restored = chunk_stage.restore(ctx)
+        if restored:
+            log.info("missing chunk rows restored", chunks=restored)
+    items, store = (_held if ctx.together else _streamed)(ctx, embedder.model)
+    worker_runner().run(
+        embed_batches(
+            pack(items, limits_for(ctx.settings, embedder)),
+            embedder,
+            concurrency=ctx.settings.embed_concurrency,
+            correlation_id=str(ctx.correlation_id),
+            store=store,
+            checkpoint=ctx.checkpoint,
+            metrics=ctx.metrics,
+        )
+    )
     with ctx.conn.transaction():
-        ctx.transition(Status.EMBEDDED, details={"vectors_written": written})
+        ctx.advance(
+            Status.EMBEDDED,
+            {m.id: {} for m in ctx.members},
+            {m.id: {"vectors_written": m.embedded} for m in ctx.members},
+        )
     return Status.EMBEDDED
 
 
@@ -65,7 +88,7 @@ def worker_runner() -> asyncio.Runner:
     return _RUNNER
 
 
-def close_runner(embedder: Any = None) -> None:
+def close_runner(embedder: Embedder | None = None) -> None:
     """Close the embedder's HTTP client on the loop it was used on, then the loop."""
     global _RUNNER
     if _RUNNER is not None:
@@ -76,46 +99,74 @@ def close_runner(embedder: Any = None) -> None:
         _RUNNER = None
 
 
-def _items(ctx: StageContext) -> Iterator[BatchItem]:
-    doc = ctx.doc
-    for row in chunks.iter_unembedded(ctx.conn, ctx.doc_id, doc["chunker"], doc["chunker_version"]):
-        yield BatchItem(row.ordinal, row.text, row.token_count)
-
-
-async def _embed_all(ctx: StageContext, embedder: Any) -> int:
-    doc = ctx.doc
-    model = embedder.model
+def _streamed(ctx: StageContext, model: str) -> tuple[Iterator[BatchItem], Store]:
+    """The document's unembedded chunks, read in keyset pages; vectors written onto them."""
+    (member,) = ctx.members
+    doc = member.doc
+    name, version = doc["chunker"], doc["chunker_version"]
+    items = (
+        BatchItem(r.ordinal, r.text, r.token_count)
+        for r in chunks.iter_unembedded(ctx.conn, member.id, name, version)
+    )
 
     def store(batch: list[BatchItem], vectors: np.ndarray) -> int:
         tokens = sum(b.token_count for b in batch)
         price = cost_usd(model, tokens)
         with ctx.conn.transaction():
             n = chunks.write_vectors(
-                ctx.conn,
-                ctx.doc_id,
-                doc["chunker"],
-                doc["chunker_version"],
-                model,
-                [b.key for b in batch],
-                vectors,
+                ctx.conn, member.id, name, version, model, [b.key for b in batch], vectors
             )
-            chunks.record_embedded(ctx.conn, ctx.owner, model, {ctx.doc_id: (n, tokens, price)})
+            chunks.record_embedded(ctx.conn, ctx.owner, model, {member.id: (n, tokens, price)})
+        member.embedded += n
         return n
 
-    return await embed_batches(
-        pack(_items(ctx), limits_for(ctx.settings, embedder)),
-        embedder,
-        concurrency=ctx.settings.embed_concurrency,
-        correlation_id=str(doc["correlation_id"]),
-        store=store,
-        checkpoint=ctx.checkpoint,
-        metrics=ctx.metrics,
+    return items, store
+
+
+def _held(ctx: StageContext, model: str) -> tuple[Iterator[BatchItem], Store]:
+    """The members' chunks, held since the chunk stage, sharing batches; each row written
+    once, with its vector."""
+    by_id = {m.id: m for m in ctx.members}
+    first = ctx.members[0].doc
+    # The chunk stage recorded the same chunker on every member.
+    name, version = first["chunker"], first["chunker_version"]
+    items = (
+        BatchItem((m.id, c.ordinal), c.text, c.token_count) for m in ctx.members for c in m.chunks
     )
+
+    def row(key: tuple[UUID, int]) -> tuple[UUID, ChunkRow]:
+        doc_id, ordinal = key
+        return doc_id, by_id[doc_id].chunks[ordinal]
+
+    def store(batch: list[BatchItem], vectors: np.ndarray) -> int:
+        tokens: dict[UUID, int] = {}
+        for b in batch:
+            tokens[b.key[0]] = tokens.get(b.key[0], 0) + b.token_count
+        price = {i: cost_usd(model, t) for i, t in tokens.items()}
+        with ctx.conn.transaction():
+            written = chunks.copy_embedded_many(
+                ctx.conn, name, version, model, [row(b.key) for b in batch], vectors
+            )
+            chunks.record_embedded(
+                ctx.conn,
+                ctx.owner,
+                model,
+                {i: (written.get(i, 0), tokens[i], price[i]) for i in tokens},
+            )
+        for i in tokens:
+            # What the database now counts, kept on the held row for the final check.
+            doc = by_id[i].doc
+            by_id[i].embedded += written.get(i, 0)
+            doc["embed_tokens"] += tokens[i]
+            doc["cost_usd"] = float(doc["cost_usd"]) + price[i]
+        return sum(written.values())
+
+    return items, store
 
 
 async def embed_batches(
     batches: Iterable[list[BatchItem]],
-    embedder: Any,
+    embedder: Embedder,
     *,
     concurrency: int,
     correlation_id: str,

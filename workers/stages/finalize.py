@@ -1,46 +1,65 @@
-"""Finalize: prove the document is whole before calling it complete.
+"""Finalize: prove each document is whole before calling it complete.
 
-Every chunk has a vector and the counts agree; only then ``complete``, with
-the totals. A mismatch is not papered over: the document goes back to
-``chunked`` so the missing vectors are embedded.
+Every chunk has a vector and the counts agree; only then ``complete``, with the
+totals. A mismatch is not papered over: the document goes back to ``chunked`` (and
+on, under the kept lease, into embedding) so the missing vectors are embedded. One
+query and at most two status changes, however many documents the run holds.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ingestd.shared.db import chunks
+from ingestd.shared.db import chunks, documents
 from ingestd.shared.errors import TransientError
 from ingestd.shared.states import Status
-from ingestd.workers.context import StageContext
+from ingestd.workers.context import Member, StageContext
 
 
 def run(ctx: StageContext) -> Status:
-    doc = ctx.doc
-    with ctx.conn.transaction():
+    conn = ctx.conn
+    first = ctx.members[0].doc
+    # Every member of a run was chunked by the same chunker.
+    name, version = first["chunker"], first["chunker_version"]
+    broken: list[tuple[Member, TransientError]] = []
+    with conn.transaction():
         # "complete" is a promise to the user: make it durable before saying it.
-        ctx.conn.execute("SET LOCAL synchronous_commit = on")
-        total, embedded = chunks.embedding_counts(
-            ctx.conn, ctx.doc_id, doc["chunker"], doc["chunker_version"]
-        )
-        if not whole(total, embedded, doc["chunks_total"]):
-            ctx.transition(
-                Status.CHUNKED,
-                fields={"chunks_embedded": embedded},
-                details={"missing_vectors": total - embedded},
+        documents.durable_commit(conn)
+        counts = chunks.embedding_counts_many(conn, ctx.ids, name, version)
+        done: list[tuple[Member, int]] = []
+        missing: list[tuple[Member, int, int]] = []
+        for m in ctx.members:
+            total, embedded = counts.get(m.id, (0, 0))
+            try:
+                if whole(total, embedded, m.doc["chunks_total"]):
+                    done.append((m, embedded))
+                else:
+                    missing.append((m, total, embedded))
+            except TransientError as err:
+                broken.append((m, err))
+        if done:
+            ctx.advance(
+                Status.COMPLETE,
+                {m.id: complete_fields(embedded) for m, embedded in done},
+                {
+                    m.id: {
+                        "chunks": embedded,
+                        "tokens": m.doc["tokens_total"],
+                        "embed_tokens": m.doc["embed_tokens"],
+                        "cost_usd": round(float(m.doc["cost_usd"]), 8),
+                    }
+                    for m, embedded in done
+                },
             )
-            return Status.CHUNKED
-        ctx.transition(
-            Status.COMPLETE,
-            fields=complete_fields(embedded),
-            details={
-                "chunks": total,
-                "tokens": doc["tokens_total"],
-                "embed_tokens": doc["embed_tokens"],
-                "cost_usd": float(doc["cost_usd"]),
-            },
-        )
-    return Status.COMPLETE
+        if missing:
+            ctx.advance(
+                Status.CHUNKED,
+                {m.id: {"chunks_embedded": embedded} for m, _total, embedded in missing},
+                {m.id: {"missing_vectors": total - embedded} for m, total, embedded in missing},
+            )
+    for m, err in broken:
+        ctx.end_attempt(m, err)
+    return Status.CHUNKED if missing else Status.COMPLETE
 
 
 def whole(total: int, embedded: int, expected: int) -> bool:

@@ -1,18 +1,21 @@
 """Parse: original bytes (a large object) → Markdown-like text in ``parsed_segments``.
 
 Local parsers stream: blocks are read from the blob on demand and written in
-groups, so neither the file nor its text is ever whole in memory. The remote
+groups, so neither the file nor its text is ever whole in memory. Small documents
+travelling together are read in one go (one blob read, one COPY of segments), and
+their blocks stay in memory for the chunk stage. The remote
 LlamaParse path submits the file and parks the document in ``awaiting_parse``
 until the signed webhook (or a poll after the deadline) brings the result.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from itertools import islice
 from typing import Any, BinaryIO
 
-from ingestd.shared.db import segments
+from ingestd.shared.db import blobs, segments
 from ingestd.shared.db.blobs import BlobReader, open_blob
 from ingestd.shared.errors import InvalidInput
 from ingestd.shared.parsers import (
@@ -23,7 +26,7 @@ from ingestd.shared.parsers import (
     parser_name,
 )
 from ingestd.shared.states import Status
-from ingestd.workers.context import StageContext
+from ingestd.workers.context import Member, StageContext
 
 # Segments per COPY/transaction: ~4 MB of text at 64 KB blocks.
 GROUP = 64
@@ -34,7 +37,35 @@ def run(ctx: StageContext) -> Status:
         from ingestd.workers.stages import parse_remote
 
         return parse_remote.run(ctx)
+    if ctx.together:
+        return run_together(ctx)
     return run_local(ctx)
+
+
+def run_together(ctx: StageContext) -> Status:
+    data = blobs.read_whole(ctx.conn, [m.doc["blob_oid"] for m in ctx.members])
+
+    def parse_one(m: Member) -> None:
+        blocks = iter_blocks(io.BytesIO(data.pop(m.doc["blob_oid"])), m.doc["mime_type"])
+        m.blocks = [b for b in blocks if b]
+        m.fields, m.details = parsed(
+            m.doc["mime_type"],
+            len(m.blocks),
+            sum(len(b) for b in m.blocks),
+            getattr(blocks, "pages", None),
+        )
+
+    ctx.per_member(parse_one)
+    if not ctx.members:
+        return ctx.status
+    ctx.checkpoint()
+    with ctx.conn.transaction():
+        segments.clear(ctx.conn, ctx.ids)
+        segments.write_many(
+            ctx.conn, ((m.id, seq, b) for m in ctx.members for seq, b in enumerate(m.blocks))
+        )
+        ctx.advance_recorded(Status.PARSED)
+    return Status.PARSED
 
 
 def run_local(ctx: StageContext) -> Status:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingestd.shared.db import jobs
+from ingestd.shared.db import documents, jobs
 from ingestd.shared.states import Status
 
 
@@ -147,3 +147,32 @@ def test_going_on_is_only_a_handover_under_a_kept_lease(conn, ingest_bytes) -> N
                 keep_lease=keep,
                 then=then,
             )
+
+
+def test_leased_reads_only_rows_still_ours_in_the_status_asked(conn, ingest_bytes) -> None:
+    ids = [ingest_bytes(f"doc {i}".encode()).document_id for i in range(3)]
+    assert len(jobs.claim(conn, "w1", limit=3, lease_seconds=60, max_attempts=5)) == 3
+    conn.execute("UPDATE documents SET lease_owner = 'w2' WHERE id = %s", (ids[1],))
+    rows = documents.leased(conn, ids, "w1", Status.PARSING)
+    assert sorted(rows) == sorted([ids[0], ids[2]])
+    assert rows[ids[0]]["id"] == ids[0] and rows[ids[0]]["blob_oid"] is not None
+    assert documents.leased(conn, ids, "w1", Status.CHUNKING) == {}
+    assert documents.leased_statuses(conn, ids, "w1") == {
+        ids[0]: Status.PARSING,
+        ids[2]: Status.PARSING,
+    }
+
+
+def test_a_worker_session_commits_asynchronously_except_when_asked(conn) -> None:
+    def setting() -> str:
+        return conn.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"]
+
+    documents.relax_commits(conn)
+    try:
+        assert setting() == "off"
+        with conn.transaction():
+            documents.durable_commit(conn)
+            assert setting() == "on"
+        assert setting() == "off", "only for that transaction"
+    finally:
+        conn.execute("RESET synchronous_commit")
