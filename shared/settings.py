@@ -210,7 +210,7 @@ class Settings(BaseSettings):
 
     # A claim takes up to ``claim_batch`` documents while their summed size stays
     # within ``claim_max_bytes`` (the first is always taken); small fresh documents
-    # claimed together run through the stages as one group (workers/group.py).
+    # claimed together run through the stages as one group (workers/drive.py).
     claim_batch: int = Field(64, ge=1, le=1000)
     claim_max_bytes: int = Field(1 << 20, ge=0)
     lease_seconds: float = Field(60.0, gt=0)

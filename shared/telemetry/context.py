@@ -99,7 +99,7 @@ def bind_document(document_id: Id, correlation_id: Id | None) -> Iterator[None]:
 
 @contextmanager
 def bind_group(group_id: Id, members: Iterable[tuple[Id, Id]]) -> Iterator[None]:
-    """Work on behalf of several documents at once (workers/group.py).
+    """Work on behalf of several documents at once (workers/drive.py).
 
     A line written for the whole group (a shared embedding request, the group's
     stage timings) names every member: ``document_ids`` and ``correlation_ids``,

@@ -16,19 +16,6 @@ _STATEMENT = re.compile(
     r"|UPDATE\s+\w+(?:\s+\w+)?\s+SET\b|DELETE\s+FROM\b|WITH\s+\w+\s+AS\b|LOCK\s+TABLE\b"
     r"|SET\s+(?:LOCAL\s+|SESSION\s+)?\w+\s*(?:=|TO\b))"
 )
-# Still holding SQL while their statements move to ``shared/db/documents.py`` (issue 15,
-# done in parallel on another branch); delete each entry as that work lands.
-_KNOWN_EXCEPTIONS = frozenset(
-    {
-        "workers/base.py",
-        "workers/group.py",
-        "workers/context.py",
-        "workers/stages/parse.py",
-        "workers/stages/chunk.py",
-        "workers/stages/embed.py",
-        "workers/stages/finalize.py",
-    }
-)
 
 
 def _modules() -> dict[str, Path]:
@@ -87,9 +74,7 @@ def test_no_module_outside_shared_db_holds_sql() -> None:
     offenders = {
         name: found[0][:60]
         for name, path in sorted(modules.items())
-        if not name.startswith("shared/db/")
-        and name not in _KNOWN_EXCEPTIONS
-        and (found := sql_in(path.read_text(encoding="utf-8")))
+        if not name.startswith("shared/db/") and (found := sql_in(path.read_text(encoding="utf-8")))
     }
     assert offenders == {}
 
