@@ -8,7 +8,7 @@ from typing import Any
 from ingestd.shared.embedders.setup import build_embedder
 from ingestd.shared.ingest import ingest_file
 from tests.emulators.openai_api import OpenAIFault
-from tests.workers.test_pipeline import run_worker
+from tests.workers.support import run_worker
 
 TEXT = "# Notes\n\n" + " ".join(f"Sentence number {i} about embeddings." for i in range(200))
 

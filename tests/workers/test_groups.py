@@ -5,14 +5,12 @@ and a crash mid-group resumed by anyone."""
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Iterator
 from typing import Any
 
 from ingestd.shared.db.connect import connect
 from ingestd.shared.embedders.setup import build_embedder
-from ingestd.shared.ingest import ingest_stream
-from tests.workers.test_pipeline import run_worker
+from tests.workers.support import ingest_texts, run_worker
 from tests.workers.test_resume import kill_victim_when, release_victim, rescue
 
 
@@ -24,19 +22,6 @@ def _texts(n: int) -> dict[str, bytes]:
             + f"\n\n## Details {i}\n\nMore words for note {i}, enough for a second chunk."
         ).encode()
         for i in range(n)
-    }
-
-
-def _ingest(conn: Any, texts: dict[str, bytes]) -> dict[str, Any]:
-    return {
-        name: ingest_stream(
-            conn,
-            io.BytesIO(data),
-            source=f"test://{name}",
-            filename=name,
-            mime_type="text/markdown",
-        ).document_id
-        for name, data in texts.items()
     }
 
 
@@ -70,7 +55,7 @@ def test_a_group_gives_the_same_chunks_as_one_by_one_with_fewer_requests(
     conn, db_url, fresh_db_url, openai_settings, openai_emulator
 ) -> None:
     texts = _texts(12)
-    ids = _ingest(conn, texts)
+    ids = ingest_texts(conn, texts)
     grouped = openai_settings(chunk_target_tokens=64, chunk_overlap_tokens=8)
     run_worker(grouped, db_url, build_embedder(grouped))
     grouped_requests = openai_emulator.stats.count(200)
@@ -82,7 +67,7 @@ def test_a_group_gives_the_same_chunks_as_one_by_one_with_fewer_requests(
     # The same documents one by one, in another database.
     other_url = fresh_db_url(migrated=True)
     with connect(other_url, autocommit=True) as other:
-        other_ids = _ingest(other, texts)
+        other_ids = ingest_texts(other, texts)
         one_by_one = openai_settings(
             database_url=other_url, claim_batch=1, chunk_target_tokens=64, chunk_overlap_tokens=8
         )
@@ -111,7 +96,7 @@ def test_a_bad_member_fails_alone(conn, db_url, make_settings) -> None:
     texts = _texts(4)
     texts["broken.md"] = b"# Broken\n\nnot UTF-8: \xc3\x28 at all\n"
     texts["blank.md"] = b"   \n\n \t \n"
-    ids = _ingest(conn, texts)
+    ids = ingest_texts(conn, texts)
     run_worker(make_settings(), db_url)
     for name, doc_id in ids.items():
         doc = conn.execute("SELECT * FROM documents WHERE id = %s", (doc_id,)).fetchone()
@@ -129,7 +114,7 @@ def test_a_bad_member_fails_alone(conn, db_url, make_settings) -> None:
 
 
 def test_an_error_no_member_can_be_blamed_for_splits_the_group(conn, db_url, make_settings) -> None:
-    ids = _ingest(conn, _texts(5))
+    ids = ingest_texts(conn, _texts(5))
     victim = ids["note2.md"]
     # Its bytes vanish: the group's one read of every blob fails, for everyone.
     conn.execute("SELECT lo_unlink(blob_oid) FROM documents WHERE id = %s", (victim,))
@@ -149,7 +134,7 @@ def test_sigkill_mid_group_is_resumed_by_another_worker(
     settings = openai_settings(
         batch_max_inputs=8, embed_concurrency=1, chunk_target_tokens=64, chunk_overlap_tokens=8
     )
-    ids = _ingest(conn, _texts(10))
+    ids = ingest_texts(conn, _texts(10))
     openai_emulator.config.latency = 0.2  # so the kill lands between batches
 
     def some_vectors() -> bool:
@@ -212,7 +197,7 @@ def refusing_chunks_of(conn: Any, victim: Any) -> Iterator[None]:
 def test_a_split_in_a_later_stage_resumes_each_member_where_the_database_says(
     conn, db_url, make_settings
 ) -> None:
-    ids = _ingest(conn, _texts(4))
+    ids = ingest_texts(conn, _texts(4))
     victim = ids["note1.md"]
     # The group's COPY of chunk rows with their vectors fails after parsing and
     # chunking were committed for everyone.
@@ -243,7 +228,7 @@ def test_a_split_in_a_later_stage_resumes_each_member_where_the_database_says(
 def test_chunks_that_do_not_come_back_identical_are_not_guessed(
     conn, db_url, make_settings
 ) -> None:
-    ids = _ingest(conn, _texts(3))
+    ids = ingest_texts(conn, _texts(3))
     victim = ids["note1.md"]
     with refusing_chunks_of(conn, victim):
         run_worker(make_settings(retry_base_seconds=600), db_url)

@@ -12,24 +12,8 @@ from ingestd.shared.db.connect import connect
 from ingestd.shared.embedders.hashing import HashEmbedder
 from ingestd.shared.ingest import ingest_file
 from ingestd.shared.tokens import count_tokens
-from ingestd.workers.base import Worker
-from ingestd.workers.stages.embed import close_runner
 from profiling import generators
-
-
-def run_worker(
-    settings: Any, db_url: str, embedder: Any = None, owner: str = "test:1:0:0"
-) -> Worker:
-    """Drain the queue with one worker, then close it as the daemon's worker process
-    closes itself: the embedder's HTTP client on the worker's loop, then the worker."""
-    embedder = embedder or HashEmbedder(dimensions=settings.embedding_dimensions or 384)
-    worker = Worker(settings, url=db_url, owner=owner, embedder_factory=lambda: embedder)
-    try:
-        worker.run(until_idle=True)
-    finally:
-        close_runner(embedder)
-        worker.close()
-    return worker
+from tests.workers.support import run_worker
 
 
 def _doc(conn: Any, doc_id: Any) -> dict[str, Any]:

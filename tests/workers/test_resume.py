@@ -14,7 +14,7 @@ from ingestd.shared.embedders.setup import build_embedder
 from ingestd.shared.errors import ErrorClass
 from ingestd.shared.ingest import ingest_file
 from profiling import generators
-from tests.workers.test_pipeline import run_worker
+from tests.workers.support import run_worker
 
 
 def _work(settings: Any) -> None:

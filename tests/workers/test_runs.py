@@ -4,7 +4,6 @@ loss, ending an attempt — follow the same rule whatever its size."""
 
 from __future__ import annotations
 
-import io
 import sys
 from collections import Counter
 from typing import Any
@@ -16,7 +15,6 @@ from ingestd.shared.db import documents, jobs
 from ingestd.shared.db.connect import connect
 from ingestd.shared.embedders.hashing import HashEmbedder
 from ingestd.shared.errors import InvalidInput, LeaseLost
-from ingestd.shared.ingest import ingest_stream
 from ingestd.shared.states import Status
 from ingestd.shared.telemetry.metrics import Metrics
 from ingestd.workers.base import Worker
@@ -24,7 +22,7 @@ from ingestd.workers.context import Member, StageContext
 from ingestd.workers.drive import drive
 from ingestd.workers.stages import STAGES
 from ingestd.workers.stages.embed import close_runner
-from tests.workers.test_pipeline import run_worker
+from tests.workers.support import ingest_texts, run_worker
 
 OWNER = "runs:1:0:0"
 
@@ -46,19 +44,6 @@ def _notes(n: int) -> dict[str, bytes]:
             + " ".join(f"Line {j} of note {i} carries its own words." for j in range(60))
         ).encode()
         for i in range(n)
-    }
-
-
-def _ingest(conn: Any, texts: dict[str, bytes]) -> dict[str, Any]:
-    return {
-        name: ingest_stream(
-            conn,
-            io.BytesIO(data),
-            source=f"test://{name}",
-            filename=name,
-            mime_type="text/markdown",
-        ).document_id
-        for name, data in texts.items()
     }
 
 
@@ -123,12 +108,12 @@ def test_a_group_of_n_and_runs_of_one_give_identical_documents(
 ) -> None:
     texts = _notes(6)
     settings = dict(chunk_target_tokens=64, chunk_overlap_tokens=8)
-    together = _ingest(conn, texts)
+    together = ingest_texts(conn, texts)
     run_worker(make_settings(**settings), db_url)
 
     other_url = fresh_db_url(migrated=True)
     with connect(other_url, autocommit=True) as other:
-        alone = _ingest(other, texts)
+        alone = ingest_texts(other, texts)
         run_worker(make_settings(database_url=other_url, claim_batch=1, **settings), other_url)
         for name in texts:
             grouped, single = _outcome(conn, together[name]), _outcome(other, alone[name])
@@ -143,7 +128,7 @@ def test_a_group_of_n_and_runs_of_one_give_identical_documents(
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_a_finished_stage_goes_on_under_the_kept_lease(conn, make_settings, n) -> None:
-    _ingest(conn, _notes(n))
+    ingest_texts(conn, _notes(n))
     ctx = _run_of(conn, make_settings(), n)
     with conn.transaction():
         ctx.advance(Status.PARSED, {i: _parsed(1) for i in ctx.ids})
@@ -156,7 +141,7 @@ def test_a_finished_stage_goes_on_under_the_kept_lease(conn, make_settings, n) -
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_a_stop_request_lets_the_documents_rest_and_leave_the_run(conn, make_settings, n) -> None:
-    _ingest(conn, _notes(n))
+    ingest_texts(conn, _notes(n))
     ctx = _run_of(conn, make_settings(), n)
     ctx.stop.request("shutdown")
     with conn.transaction():
@@ -171,7 +156,7 @@ def test_a_stop_request_lets_the_documents_rest_and_leave_the_run(conn, make_set
 
 
 def test_a_member_that_changed_hands_leaves_the_group_alone(conn, make_settings) -> None:
-    _ingest(conn, _notes(3))
+    ingest_texts(conn, _notes(3))
     metrics = CountingMetrics()
     ctx = _run_of(conn, make_settings(), 3, metrics=metrics)
     stolen = ctx.ids[1]
@@ -186,7 +171,7 @@ def test_a_member_that_changed_hands_leaves_the_group_alone(conn, make_settings)
 
 
 def test_a_run_of_one_that_changed_hands_is_over_and_writes_nothing(conn, make_settings) -> None:
-    _ingest(conn, _notes(1))
+    ingest_texts(conn, _notes(1))
     metrics = CountingMetrics()
     ctx = _run_of(conn, make_settings(), 1, metrics=metrics)
     (doc_id,) = ctx.ids
@@ -199,7 +184,7 @@ def test_a_run_of_one_that_changed_hands_is_over_and_writes_nothing(conn, make_s
 
 
 def test_a_group_refreshed_after_losing_a_member_keeps_the_others(conn, make_settings) -> None:
-    _ingest(conn, _notes(3))
+    ingest_texts(conn, _notes(3))
     ctx = _run_of(conn, make_settings(), 3)
     gone = ctx.ids[0]
     conn.execute("UPDATE documents SET lease_owner = 'thief:1:0:0' WHERE id = %s", (gone,))
@@ -211,7 +196,7 @@ def test_a_group_refreshed_after_losing_a_member_keeps_the_others(conn, make_set
 
 
 def test_an_error_in_one_member_ends_only_that_members_attempt(conn, make_settings) -> None:
-    _ingest(conn, _notes(3))
+    ingest_texts(conn, _notes(3))
     ctx = _run_of(conn, make_settings(), 3)
     bad = ctx.ids[1]
     seen: list[Any] = []
@@ -237,7 +222,7 @@ def test_an_error_in_one_member_ends_only_that_members_attempt(conn, make_settin
 
 
 def test_a_bug_in_one_member_is_recorded_as_internal_and_retried(conn, make_settings) -> None:
-    _ingest(conn, _notes(2))
+    ingest_texts(conn, _notes(2))
     ctx = _run_of(conn, make_settings(retry_base_seconds=600), 2)
     bad = ctx.ids[0]
 
@@ -261,7 +246,7 @@ def test_a_bug_in_one_member_is_recorded_as_internal_and_retried(conn, make_sett
 def test_a_group_member_sent_back_by_finalize_goes_on_alone_and_completes(
     conn, make_settings, monkeypatch
 ) -> None:
-    _ingest(conn, _notes(3))
+    ingest_texts(conn, _notes(3))
     embedder = HashEmbedder(dimensions=384)
     metrics = CountingMetrics()
     settings = make_settings(chunk_target_tokens=64, chunk_overlap_tokens=8)
@@ -326,7 +311,7 @@ def test_a_group_member_sent_back_by_finalize_goes_on_alone_and_completes(
 def test_a_worker_without_memray_says_so_and_still_processes_the_document(
     conn, db_url, make_settings, tmp_path, monkeypatch
 ) -> None:
-    (doc_id,) = _ingest(conn, _notes(1)).values()
+    (doc_id,) = ingest_texts(conn, _notes(1)).values()
     monkeypatch.setitem(sys.modules, "memray", None)  # as if the extra were not installed
     settings = make_settings()
     embedder = HashEmbedder(dimensions=384)

@@ -10,7 +10,7 @@ import pytest
 
 from ingestd.shared.embedders.setup import build_embedder
 from ingestd.shared.ingest import ingest_file
-from tests.workers.test_pipeline import run_worker
+from tests.workers.support import run_worker
 
 DOCS = {
     "volcano.md": "# Volcanoes\n\nMagma rises through the crust and erupts as lava. Basalt "
