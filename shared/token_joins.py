@@ -31,7 +31,7 @@ character of ``a`` and the first of ``b``:
   or cuts at token boundaries) is left to the caller, who encodes the whole.
 
 A character Python's Unicode database doesn't know is never classified, because
-the tokenizer's newer tables might call it a letter. ``tests/unit/test_token_joins.py``
+the tokenizer's newer tables might call it a letter. ``tests/shared/test_token_joins.py``
 checks every case against tiktoken on generated text.
 """
 

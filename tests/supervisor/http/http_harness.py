@@ -1,5 +1,6 @@
 """The ingestd HTTP app on a real loopback port (port 0), on its own loop in a thread, and a
-small synchronous HTTP client for tests. Shared by tests/http and tests/llamaparse_path."""
+small synchronous HTTP client for tests. Shared by tests/supervisor/http and
+tests/workers/parse_remote."""
 
 from __future__ import annotations
 

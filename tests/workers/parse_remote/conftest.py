@@ -1,4 +1,5 @@
-"""Fixtures shared with tests/http: the HTTP app on a real port, the LlamaParse emulator."""
+"""Fixtures shared with tests/supervisor/http: the HTTP app on a real port, the LlamaParse
+emulator."""
 
 from tests.supervisor.http.http_harness import db, http_settings, llamaparse, server
 
