@@ -8,6 +8,7 @@ nothing new.
 from __future__ import annotations
 
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -135,13 +136,9 @@ def ingest_file(
 ) -> IngestResult:
     shown = str(path)
     try:
-        with path.open("rb") as fh:
-            result = ingest_stream(
-                conn, fh, source=source or str(path.resolve()), filename=path.name
-            )
-            return IngestResult(
-                shown, result.status, result.document_id, result.created, result.error
-            )
+        # O_NONBLOCK: opening a FIFO must not wait for a writer. What was opened is
+        # checked, not the name, so a file swapped for a device meanwhile is refused too.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return IngestResult(shown, "rejected", error="no such file")
     except IsADirectoryError:
@@ -150,21 +147,67 @@ def ingest_file(
         return IngestResult(shown, "rejected", error="permission denied")
     except OSError as exc:
         return IngestResult(shown, "rejected", error=f"cannot read file: {exc.strerror or exc}")
+    with os.fdopen(fd, "rb") as fh:
+        refused = _not_regular(os.fstat(fd).st_mode)
+        if refused is not None:
+            # A device, FIFO or socket never ends or never starts: /dev/zero would be
+            # read into a large object until the disk is full.
+            return IngestResult(shown, "rejected", error=refused)
+        os.set_blocking(fd, True)
+        try:
+            result = ingest_stream(
+                conn, fh, source=source or str(path.resolve()), filename=path.name
+            )
+        except OSError as exc:
+            return IngestResult(shown, "rejected", error=f"cannot read file: {exc.strerror or exc}")
+    return IngestResult(shown, result.status, result.document_id, result.created, result.error)
+
+
+def _not_regular(mode: int) -> str | None:
+    """Why a file of this mode is refused, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if stat.S_ISFIFO(mode):
+        kind = "a FIFO"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    else:
+        kind = "of an unknown kind"
+    return f"not a regular file ({kind})"
 
 
 def iter_paths(paths: list[Path]) -> Iterator[tuple[Path, str | None]]:
     """Files under ``paths`` (directories recursively, hidden entries skipped),
-    or (path, error) for a path that cannot be used."""
+    or (path, error) for a path that cannot be used.
+
+    A path named on the command line is taken as given, symlink or not. Inside a
+    directory, a symlink is followed only when it stays inside that directory: otherwise
+    ``ln -s /etc/passwd dir/x.txt`` would put a file the operator never named into the
+    searchable index. Symlinked directories are not descended into (no loops).
+    """
     for root in paths:
         if not root.exists() and not root.is_symlink():
             yield root, "no such file or directory"
         elif root.is_dir():
+            inside = root.resolve()
             for dirpath, dirnames, filenames in os.walk(root, onerror=None):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for name in sorted(filenames):
-                    if not name.startswith("."):
-                        yield Path(dirpath) / name, None
+                    if name.startswith("."):
+                        continue
+                    path = Path(dirpath) / name
+                    if path.is_symlink() and not path.resolve().is_relative_to(inside):
+                        yield path, f"symlink leads outside {root}"
+                    else:
+                        yield path, None
         elif root.is_file():
             yield root, None
         else:
-            yield root, "not a regular file"
+            try:
+                yield root, _not_regular(root.stat().st_mode)
+            except OSError as exc:  # e.g. a symlink whose target is gone
+                yield root, f"cannot read file: {exc.strerror or exc}"

@@ -114,3 +114,41 @@ def test_cli_bad_config_names_the_key(cli_env) -> None:
     proc = _ingestd(env, "status", "--json")
     assert proc.returncode == 2
     assert "INGESTD_WORKERS" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_refuses_what_is_not_a_file_in_the_tree_and_keeps_the_rest(
+    conn, cli_env, tmp_path
+) -> None:
+    """A FIFO blocked `open` forever, a link to /dev/zero filled the database, and a link
+    out of the tree put /etc/passwd into the index; each is now refused on its own."""
+    import os
+
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not for the index\n")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "good.txt").write_text("kept\n")
+    os.mkfifo(tree / "pipe.txt")
+    (tree / "zero.txt").symlink_to("/dev/zero")
+    named = tmp_path / "named-zero.txt"  # a path named on the command line is taken as given
+    named.symlink_to("/dev/zero")
+    (tree / "leak.txt").symlink_to(outside)
+    (tree / "inner.txt").symlink_to(tree / "good.txt")  # inside the tree: followed
+
+    proc = _ingestd(cli_env, "ingest", "--json", str(tree), str(named))
+
+    assert "Traceback" not in proc.stderr
+    by_name = {
+        json.loads(line)["path"].rsplit("/", 1)[-1]: json.loads(line)
+        for line in proc.stdout.splitlines()
+    }
+    assert by_name["good.txt"]["status"] == "queued"
+    assert by_name["inner.txt"]["document_id"] == by_name["good.txt"]["document_id"]
+    assert by_name["pipe.txt"]["status"] == "rejected"
+    assert by_name["pipe.txt"]["error"] == "not a regular file (a FIFO)"
+    assert by_name["zero.txt"]["error"] == f"symlink leads outside {tree}"
+    assert by_name["named-zero.txt"]["error"] == "not a regular file (a device)"
+    assert by_name["leak.txt"]["error"] == f"symlink leads outside {tree}"
+    assert proc.returncode == 1
+    sources = [r["source"] for r in conn.execute("SELECT source FROM documents").fetchall()]
+    assert sources == [str(tree / "good.txt")]
