@@ -177,12 +177,14 @@ def test_drain_mode_exits_0_once_everything_is_terminal(
 ) -> None:
     for i in range(3):
         ingest_bytes(f"document {i}".encode(), f"{i}.txt")
-    conn.execute(  # parked until its parser calls back: not waited for
-        "INSERT INTO documents (id, source, filename, mime_type, size_bytes, content_sha256,"
-        " correlation_id, status, run_after) SELECT gen_random_uuid(), 'test://parked',"
-        " 'parked.pdf', 'application/pdf', 1, md5('parked'), gen_random_uuid(),"
-        " 'awaiting_parse', now() + interval '1 hour'"
-    )
+    # Parked until its parser calls back: not waited for. Born queued, then parked
+    # through the legal steps (the database refuses a row born in any other status).
+    parked = ingest_bytes(b"parked", "parked.pdf").document_id
+    for status in ("parsing", "awaiting_parse"):
+        conn.execute(
+            "UPDATE documents SET status = %s, run_after = now() + interval '1 hour' WHERE id = %s",
+            (status, parked),
+        )
     run = start_arbiter("pipeline", workers=2, drain=True)
 
     assert run.wait_exit() == EXIT_OK

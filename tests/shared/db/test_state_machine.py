@@ -81,3 +81,39 @@ def test_a_handover_passes_through_a_resting_status_it_could_rest_in() -> None:
         assert is_legal(active, rest) and is_legal(rest, nxt)
     assert (Status.PARSING, Status.PARSING) not in HANDOVER  # never through awaiting_parse
     assert (Status.PARSING, Status.CHUNKING) in HANDOVER
+
+
+def test_a_document_is_born_queued_and_nothing_else(conn) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation, match="created queued, not complete"):
+        conn.execute(
+            "INSERT INTO documents (id, source, filename, mime_type, size_bytes, content_sha256,"
+            " correlation_id, status) SELECT gen_random_uuid(), 'test://x', 'x.txt',"
+            " 'text/plain', 1, md5('x'), gen_random_uuid(), 'complete'"
+        )
+    assert conn.execute("SELECT count(*) AS n FROM documents").fetchone()["n"] == 0
+
+
+def test_complete_is_refused_while_a_chunk_has_no_vector(conn, ingest_bytes) -> None:
+    doc = ingest_bytes(b"one chunk without its vector").document_id
+    for step in ("parsing", "parsed", "chunking", "chunked", "embedding", "embedded"):
+        conn.execute("UPDATE documents SET status = %s WHERE id = %s", (step, doc))
+    conn.execute(
+        "UPDATE documents SET chunker = 'c', chunker_version = 1, status = 'finalizing'"
+        " WHERE id = %s",
+        (doc,),
+    )
+    conn.execute(
+        "INSERT INTO chunks (document_id, chunker, chunker_version, ordinal, text, token_count)"
+        " VALUES (%s, 'c', 1, 0, 'text', 1)",
+        (doc,),
+    )
+    with pytest.raises(psycopg.errors.CheckViolation, match="a chunk has no vector"):
+        conn.execute("UPDATE documents SET status = 'complete' WHERE id = %s", (doc,))
+
+    conn.execute(
+        "UPDATE chunks SET embedding = '[1,0,0]', embedding_model = 'm' WHERE document_id = %s",
+        (doc,),
+    )
+    conn.execute("UPDATE documents SET status = 'complete' WHERE id = %s", (doc,))
+    row = conn.execute("SELECT status FROM documents WHERE id = %s", (doc,)).fetchone()
+    assert row["status"] == "complete"
