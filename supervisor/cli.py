@@ -178,6 +178,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_retry(args: argparse.Namespace) -> int:
     from ingestd.workers.admin import retry_documents
 
+    if not args.document_ids and not args.all_failed:
+        raise UsageError("retry: give the document ids to requeue, or --all-failed")
     settings = _settings(args)
     conn = _db(settings)
     n = retry_documents(conn, args.document_ids, all_failed=args.all_failed)
@@ -240,6 +242,26 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class UsageError(Exception):
+    """A command line that argparse accepts but that asks for nothing (exit 2)."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not 1 or more")
+    return value
+
+
+def _query(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the query is empty")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ingestd", description=__doc__)
     p.add_argument("--version", action="version", version=f"ingestd {_version()}")
@@ -275,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
 
     sp = add("search", cmd_search, "nearest chunks to a query")
-    sp.add_argument("query")
-    sp.add_argument("-k", type=int, default=5)
+    sp.add_argument("query", type=_query)
+    sp.add_argument("-k", type=_positive_int, default=5, help="how many chunks (1 or more)")
     sp.add_argument("--json", action="store_true")
 
     sp = add("db", cmd_db, "database administration")
@@ -307,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except UsageError as exc:
+        print(f"ingestd {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"ingestd: {exc}", file=sys.stderr)
         return 2
