@@ -26,6 +26,7 @@ import re
 
 import aiohttp
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ingestd.shared.ingest import IngestResult, ingest_stream
 from ingestd.supervisor.http.state import STATE, error_response, json_response
@@ -66,7 +67,8 @@ async def upload(request: web.Request) -> web.Response:
     try:
         reader = await request.multipart()
         part = await _file_part(reader)
-    except (_BadForm, ValueError, aiohttp.ClientError) as exc:
+    except (_BadForm, ValueError, aiohttp.ClientError, HttpProcessingError) as exc:
+        # HttpProcessingError: a part header aiohttp refuses, e.g. a raw control character.
         return error_response(400, f"malformed multipart body ({type(exc).__name__})")
     if part is None:
         return error_response(400, f"no file: send it in a multipart field named '{FILE_FIELD}'")

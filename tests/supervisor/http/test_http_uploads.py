@@ -95,3 +95,26 @@ def test_upload_refusals(server, db) -> None:
     )
     assert broken.status == 400
     assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("sent", ["esc\x1b]0;PWNED-TITLE\x07\x1b[2Jname.txt", "nul\x00byte.txt"])
+def test_a_raw_control_character_in_a_part_header_is_a_400_not_a_500(server, db, sent) -> None:
+    before = snapshot(db)
+    reply = _upload(server.url, b"some text", sent)
+    assert reply.status == 400, reply.body
+    assert "malformed multipart body" in reply.json()["error"]
+    assert snapshot(db) == before
+
+
+def test_control_characters_in_an_encoded_file_name_are_dropped(server, db) -> None:
+    """RFC 5987 lets a client send any character percent-encoded; none reaches a terminal."""
+    body, headers = multipart(b"named with escapes", "x.txt")
+    body = body.replace(
+        b'filename="x.txt"', b"filename*=UTF-8''esc%1B%5D0%3BPWNED%07%1B%5B2Jname.txt"
+    )
+    reply = request("POST", server.url + "/v1/documents", data=body, headers=headers)
+    assert reply.status == 201, reply.body
+    row = db.execute(
+        "SELECT filename FROM documents WHERE id = %s", (reply.json()["document_id"],)
+    ).fetchone()
+    assert row["filename"] == "esc]0;PWNED[2Jname.txt"
