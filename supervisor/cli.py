@@ -11,6 +11,7 @@ from typing import Any
 from ingestd.shared.errors import ConfigError
 from ingestd.shared.jsonout import dumps
 from ingestd.shared.settings import Settings, load_settings
+from ingestd.supervisor.terminal import printable
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -84,10 +85,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             if args.json:
                 print(dumps(result.as_json()), flush=True)
             elif result.status == "rejected":
-                print(f"rejected  {result.path}: {result.error}", file=sys.stderr)
+                print(f"rejected  {printable(result.path)}: {result.error}", file=sys.stderr)
             elif not args.quiet:
                 verb = "queued" if result.created else f"exists ({result.status})"
-                print(f"{verb:<10}{result.document_id}  {result.path}")
+                print(f"{verb:<10}{result.document_id}  {printable(result.path)}")
         results.extend(done)
         created = sum(r.created for r in done)
         if created and metrics is not None:
@@ -152,10 +153,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         for i, hit in enumerate(hits, 1):
             print(
-                f"{i:>2}. {hit['distance']:.4f}  {hit['filename']} #{hit['ordinal']}"
+                f"{i:>2}. {hit['distance']:.4f}  {printable(hit['filename'])} #{hit['ordinal']}"
                 f"  ({hit['document_id']})"
             )
-            print(f"      {hit['snippet']}")
+            print(f"      {printable(hit['snippet'])}")
         if not hits:
             print("no results (has anything been ingested and completed?)", file=sys.stderr)
     return 0

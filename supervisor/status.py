@@ -13,6 +13,7 @@ import psycopg
 
 from ingestd.shared.db import reports
 from ingestd.shared.db import supervisors as db_supervisors
+from ingestd.supervisor.terminal import markup_safe
 
 
 def gather_status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
@@ -62,7 +63,7 @@ def status_renderable(status: dict[str, Any]) -> Any:
         workers.add_column(col)
     for w in status["workers"]:
         workers.add_row(
-            w["supervisor"],
+            markup_safe(w["supervisor"]),
             str(w["slot"]),
             str(w["pid"]),
             f"{(w['uss_bytes'] or 0) / 2**20:.0f}",
@@ -97,14 +98,15 @@ def render_document(doc: dict[str, Any], history: list[dict[str, Any]]) -> None:
 
     console = Console()
     console.print(
-        f"[bold]{doc['id']}[/]  {doc['filename']}  ({doc['mime_type']}, {doc['size_bytes']} bytes)"
+        f"[bold]{doc['id']}[/]  {markup_safe(doc['filename'])}  ({markup_safe(doc['mime_type'])},"
+        f" {doc['size_bytes']} bytes)"
     )
     console.print(
         f"status [bold]{doc['status']}[/]  attempts {doc['attempts']}  "
         f"correlation {doc['correlation_id']}"
     )
     if doc["error_class"]:
-        console.print(f"[red]error[/] {doc['error_class']}: {doc['error_message']}")
+        console.print(f"[red]error[/] {doc['error_class']}: {markup_safe(doc['error_message'])}")
     console.print(
         f"chunks {doc['chunks_embedded']}/{doc['chunks_total'] or 0} embedded  "
         f"tokens {doc['tokens_total']}  billed tokens {doc['embed_tokens']}  "
@@ -132,7 +134,7 @@ def render_document(doc: dict[str, Any], history: list[dict[str, Any]]) -> None:
             ev["stage"] or "",
             arrow,
             str(ev["attempt"] if ev["attempt"] is not None else ""),
-            ev["worker"] or "",
-            note,
+            markup_safe(ev["worker"] or ""),
+            markup_safe(note),
         )
     console.print(table)
