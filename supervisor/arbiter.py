@@ -550,7 +550,8 @@ class Arbiter:
             return
         if death.reason is Reason.CONFIG:
             self._log.critical(
-                "a worker reported a configuration error: giving up",
+                "a child reported a configuration error: giving up",
+                kind=str(child.kind),
                 worker_slot=child.slot,
                 worker_pid=child.pid,
             )

@@ -49,6 +49,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ingestd.shared.channel import WorkerChannel
 from ingestd.shared.child import Role, Started, run_child
 from ingestd.shared.db.connect import database_url
+from ingestd.shared.errors import ConfigError
 from ingestd.shared.exitcodes import EXIT_OK
 from ingestd.shared.llamaparse.setup import resolve_webhook_secret
 from ingestd.shared.settings import Settings
@@ -210,7 +211,15 @@ async def serve(
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            # Restarting cannot free the port: exit as a configuration error, which stops
+            # the daemon (as gunicorn does) instead of a half-alive one that says ready.
+            raise ConfigError(
+                f"the HTTP server cannot listen on {settings.http_host}:{settings.http_port}:"
+                f" {exc.strerror or exc}; set INGESTD_HTTP_PORT (or http_port) to a free port"
+            ) from None
         log.info("http server listening", host=settings.http_host, port=settings.http_port)
         # The heartbeat comes from the serving loop itself: a loop stuck in a handler
         # stops beating, and the supervisor replaces the process.

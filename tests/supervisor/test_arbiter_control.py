@@ -16,7 +16,7 @@ import psutil
 import psycopg
 import pytest
 
-from ingestd.shared.exitcodes import EXIT_OK
+from ingestd.shared.exitcodes import EXIT_CONFIG, EXIT_OK
 from ingestd.shared.settings import load_settings
 from ingestd.supervisor import control
 from tests.supervisor.arbiter_support import TIMEOUT, ArbiterRun, wait_until
@@ -316,3 +316,19 @@ def test_real_http_child_heartbeats_and_stops_cleanly(
     assert run.wait_exit() == EXIT_OK
     exited = run.events("http child exited")[0]
     assert exited["reason"] == "shutdown" and exited["exit_code"] == EXIT_OK
+
+
+def test_a_taken_http_port_stops_the_daemon_with_a_clear_error(start_arbiter: Start) -> None:
+    """Issue 16: the HTTP child crash-looped on `address already in use` while the
+    supervisor stayed up and told systemd it was ready."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = start_arbiter("idle", http="real", http_port=port, http_host="127.0.0.1")
+
+        assert run.wait_exit() == EXIT_CONFIG
+    gave_up = run.wait_event("a child reported a configuration error: giving up")[0]
+    assert gave_up["kind"] == "http"
+    assert len(run.events("http child started")) == 1, "the port clash is not retried"
+    assert f"cannot listen on 127.0.0.1:{port}" in run.log_path.read_text()
