@@ -15,6 +15,7 @@ error becomes one readable ``ConfigError``.
 
 from __future__ import annotations
 
+import difflib
 import os
 import pwd
 import tomllib
@@ -89,6 +90,11 @@ class _MappingEnvSource(EnvSettingsSource):
         name = env_name("prices_per_million")
         if environ.get(name):
             raise ConfigError(f"{name}: set prices in the TOML file, not the environment")
+        _refuse_unknown_variables(environ)
+        if not environ.get("INGESTD_DATABASE_URL") and environ.get("DATABASE_URL"):
+            # The conventional name, when ours is not set: platforms that provision a
+            # database (Heroku-style, docker-compose files) export DATABASE_URL.
+            environ = {**environ, "INGESTD_DATABASE_URL": environ["DATABASE_URL"]}
         self._environ = environ
         super().__init__(settings_cls)
 
@@ -96,6 +102,26 @@ class _MappingEnvSource(EnvSettingsSource):
         # Names are matched exactly (case_sensitive), and an empty value counts as unset,
         # as the library's env_ignore_empty does for os.environ.
         return {k: v for k, v in self._environ.items() if not (self.env_ignore_empty and v == "")}
+
+
+# INGESTD_* variables that are not settings: the file to read, the metric catalogue's
+# strict mode (tests), and the test suite's own (INGESTD_TEST_*).
+_OTHER_VARIABLES = frozenset({"INGESTD_CONFIG", "INGESTD_METRICS_STRICT"})
+
+
+def _refuse_unknown_variables(environ: Mapping[str, str]) -> None:
+    """A misspelt INGESTD_* variable is an error, as a misspelt key in the file is:
+    ``INGESTD_WORKER=4`` silently running with the default is a fallback nobody chose."""
+    known = {env_name(key) for key in Settings.model_fields} | _OTHER_VARIABLES
+    for name in sorted(environ):
+        if (
+            name.startswith("INGESTD_")
+            and name not in known
+            and not name.startswith("INGESTD_TEST_")
+        ):
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"unknown environment variable {name}{hint}")
 
 
 class _TomlFileSource(TomlConfigSettingsSource):

@@ -48,11 +48,14 @@ def test_standard_variable_names_set_their_keys_and_secrets_stay_hidden() -> Non
         "STATSD_HOST": "metrics.local",
         "STATSD_PORT": "9125",
         "SENTRY_ENVIRONMENT": "staging",
-        # The INGESTD_ spelling is not the variable for a key that has a standard one.
-        "INGESTD_STATSD_PREFIX": "ignored",
     }
 
     settings = load_settings(environ=environ)
+    # The INGESTD_ spelling is not the variable for a key that has a standard one, and
+    # is refused rather than ignored.
+    assert _error(environ={**environ, "INGESTD_STATSD_PREFIX": "x"}).endswith(
+        "did you mean STATSD_PREFIX?"
+    )
 
     assert settings.openai_api_key is not None
     assert settings.openai_api_key.get_secret_value() == "sk-from-env"
@@ -227,3 +230,25 @@ def test_settings_are_frozen() -> None:
     with pytest.raises(ValueError, match="frozen"):
         settings.workers = 3  # type: ignore[misc]
     assert isinstance(settings, Settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [("INGESTD_WORKER", "INGESTD_WORKERS"), ("INGESTD_EMBEDER", "INGESTD_EMBEDDER")],
+)
+def test_a_misspelt_variable_is_refused_naming_the_closest(name: str, suggestion: str) -> None:
+    message = _error(environ={name: "4"})
+    assert message == f"unknown environment variable {name}; did you mean {suggestion}?"
+
+
+def test_variables_that_are_not_settings_are_known() -> None:
+    env = {"INGESTD_CONFIG": "", "INGESTD_METRICS_STRICT": "1", "INGESTD_TEST_ADMIN_URL": "x"}
+    assert load_settings(environ=env).workers == Settings.model_fields["workers"].default
+
+
+def test_database_url_is_the_conventional_fallback() -> None:
+    assert load_settings(environ={"DATABASE_URL": "postgresql://h/a"}).database_url == (
+        "postgresql://h/a"
+    )
+    both = {"DATABASE_URL": "postgresql://h/a", "INGESTD_DATABASE_URL": "postgresql://h/b"}
+    assert load_settings(environ=both).database_url == "postgresql://h/b"
