@@ -274,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.set_defaults(func=fn)
+        # Also after the subcommand (`ingestd run --config f`); SUPPRESS keeps a value
+        # given before it when none is given after.
+        sp.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return sp
 
     sp = add("run", cmd_run, "run the daemon: a supervisor and its workers")

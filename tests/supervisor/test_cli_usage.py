@@ -29,3 +29,14 @@ def test_usage_errors_exit_2_with_a_message(
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_config_is_accepted_before_or_after_the_subcommand(
+    where: str, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.toml"
+    config = ["--config", str(missing)]
+    argv = [*config, "status"] if where == "before" else ["status", *config]
+    assert main(argv) == 2
+    assert f"config file not found: {missing}" in capsys.readouterr().err
