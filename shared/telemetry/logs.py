@@ -48,6 +48,8 @@ MAX_FIELD_CHARS = 2048
 MAX_EXCEPTION_CHARS = 16384
 
 _CONTEXT_KEYS = ("correlation_id", "document_id", "stage")
+# Libraries whose INFO lines are noise at ingestd's INFO: shown from DEBUG on.
+_CHATTY_LIBRARIES = ("pgserver",)
 
 _installed_handlers: list[logging.Handler] = []
 _structlog_configured = False
@@ -163,8 +165,12 @@ def _formatter(use_json: bool, colors: bool) -> structlog.stdlib.ProcessorFormat
     renderer: Processor
     if use_json:
         renderer = structlog.processors.JSONRenderer()
+        # Machines get every key on every line, so a field is always there to select on.
+        shape: list[Processor] = []
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=colors)
+        # People get what is set: no "correlation_id=None document_id=None" on every line.
+        shape = [_drop_unset]
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_pre_chain(), structlog.stdlib.ExtraAdder()],
         processors=[
@@ -172,9 +178,14 @@ def _formatter(use_json: bool, colors: bool) -> structlog.stdlib.ProcessorFormat
             # Tracebacks become a plain string first so the scrubber sees them.
             structlog.processors.format_exc_info,
             _guard_and_scrub,
+            *shape,
             _final_secret_pass(renderer),
         ],
     )
+
+
+def _drop_unset(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    return {k: v for k, v in event_dict.items() if v is not None}
 
 
 def _isatty(stream: IO[str]) -> bool:
@@ -231,6 +242,11 @@ def configure_logging(
     _installed_handlers[:] = [handler]
     root.addHandler(handler)
     root.setLevel(level_no)
+    # The embedded server's own INFO lines (raw pg_ctl argument lists, "waiting for
+    # server to start") are ingestd's business only when debugging.
+    for chatty in _CHATTY_LIBRARIES:
+        quiet = level_no if level_no <= logging.DEBUG else max(level_no, logging.WARNING)
+        logging.getLogger(chatty).setLevel(quiet)
     logging.captureWarnings(True)
 
 

@@ -196,6 +196,34 @@ def test_console_rendering_on_a_tty_and_json_on_request() -> None:
     assert lines(tty2)[0]["event"] == "forced json"
 
 
+def test_console_lines_carry_only_what_is_set_json_lines_every_key() -> None:
+    tty = FakeTTY()
+    configure_logging("supervisor", stream=tty)
+    get_logger("t").info("quiet line", kept="yes", unset=None)
+    out = tty.getvalue()
+    assert "kept" in out
+    assert "None" not in out  # no correlation_id=None, slot=None, unset=None ...
+
+    buf = io.StringIO()
+    configure_logging("supervisor", stream=buf)
+    get_logger("t").info("machine line", unset=None)
+    (record,) = lines(buf)
+    assert record["unset"] is None and record["correlation_id"] is None
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
+def test_the_embedded_servers_info_chatter_shows_only_when_debugging(
+    level: str, shown: bool
+) -> None:
+    buf = io.StringIO()
+    configure_logging("supervisor", stream=buf, level=level)
+    logging.getLogger("pgserver").info("Running commandline: pg_ctl -D ... start")
+    logging.getLogger("pgserver").warning("the server's log says something")
+    events = [r["event"] for r in lines(buf)]
+    assert ("Running commandline: pg_ctl -D ... start" in events) is shown
+    assert "the server's log says something" in events
+
+
 def test_level_filtering_and_reconfiguration_replaces_the_handler() -> None:
     first, second = io.StringIO(), io.StringIO()
     log = get_logger("t")  # created before configuration: must follow it
