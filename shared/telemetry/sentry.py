@@ -20,6 +20,7 @@ size, and truncates long strings.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -57,6 +58,8 @@ def init_sentry(
         return False
     if role not in context.ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(context.ROLES)}")
+    if release is None:
+        release = installed_release()
     sentry_sdk.init(
         dsn=dsn,
         # Auto-enabled integrations import every library they could hook (openai among
@@ -79,6 +82,14 @@ def init_sentry(
     else:
         scope.set_tag("worker_slot", str(slot))
     return True
+
+
+def installed_release() -> str | None:
+    """``ingestd@<version>`` of the installed distribution: events say which code sent them."""
+    try:
+        return f"ingestd@{importlib.metadata.version('ingestd')}"
+    except importlib.metadata.PackageNotFoundError:  # a source tree never installed
+        return None
 
 
 def flush(timeout: float = 2.0) -> None:

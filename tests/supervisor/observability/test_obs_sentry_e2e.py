@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from importlib.metadata import version
 from typing import Any
 
 import psycopg
@@ -79,6 +80,7 @@ def test_failed_document_is_one_scrubbed_tagged_event(
     assert tags["error_class"] == "invalid_input"
     assert tags["role"] == "worker"
     assert event["environment"] == "e2e"
+    assert event["release"] == f"ingestd@{version('ingestd')}"
     _assert_clean(sentry_ingest)
 
 
