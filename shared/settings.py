@@ -180,87 +180,287 @@ class Settings(BaseSettings):
         env_ignore_empty=True,
     )
 
-    # Where ingestd keeps its state: embedded database, secrets, profiles.
-    home: Path = Field(default_factory=lambda: default_home())
-    # Unset: an embedded PostgreSQL + pgvector under ``home``.
-    database_url: str | None = None
-
-    workers: int = Field(2, ge=1, le=256)
-    embedder: Literal["auto", "openai", "local", "hash"] = "auto"
-    embedding_model: str | None = None  # default depends on the embedder
-    embedding_dimensions: int | None = Field(None, ge=1, le=16000)
-    parser: Literal["local", "llamaparse"] = "local"
-
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(8470, ge=0, le=65535)
-    # The URL remote services use to reach our webhooks (LlamaParse callbacks).
-    public_url: str | None = None
-    max_upload_mb: int = Field(512, ge=1)
-
-    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
-    openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
-    openai_rpm: int | None = Field(None, ge=1)
-    openai_tpm: int | None = Field(None, ge=1)
-    openai_timeout_seconds: float = Field(60.0, gt=0)
-    llama_cloud_api_key: SecretStr | None = Field(None, alias="LLAMA_CLOUD_API_KEY")
-    llama_cloud_base_url: str = Field(
-        "https://api.cloud.llamaindex.ai", alias="LLAMA_CLOUD_BASE_URL"
+    # Each field's description is the operator's documentation of the setting: the env
+    # example and the README table are generated from it (shared/settings_docs.py).
+    home: Path = Field(
+        default_factory=lambda: default_home(),
+        description="State directory: embedded PostgreSQL data, generated webhook secret, "
+        "profiles.",
     )
-    webhook_secret: SecretStr | None = None  # generated under ``home`` when unset
-    webhook_max_age_seconds: int = Field(300, ge=1)
-    parse_callback_timeout_seconds: float = Field(600.0, gt=0)
-    # USD per million tokens, by model; overrides the built-in table.
-    prices_per_million: dict[str, float] = Field(default_factory=dict)
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL connection URL, e.g. "
+        "postgresql://ingestd@db.internal:5432/ingestd; any PostgreSQL >= 15 with the "
+        "pgvector extension. DATABASE_URL is read when this is not set. Unset: an "
+        "embedded PostgreSQL + pgvector (pgserver) under the home directory, run as a "
+        "child process.",
+    )
 
-    sentry_dsn: str | None = Field(None, alias="SENTRY_DSN")
-    sentry_environment: str = Field("production", alias="SENTRY_ENVIRONMENT")
-    statsd_host: str | None = Field(None, alias="STATSD_HOST")
-    statsd_port: int = Field(8125, ge=1, le=65535, alias="STATSD_PORT")
-    statsd_prefix: str = Field("ingestd", alias="STATSD_PREFIX")
+    workers: int = Field(2, ge=1, le=256, description="Number of worker processes.")
+    embedder: Literal["auto", "openai", "local", "hash"] = Field(
+        "auto",
+        description="auto: openai when OPENAI_API_KEY is set, else local. openai: the OpenAI "
+        "API (or a compatible server). local: sentence-transformers on CPU (needs the "
+        "`local` extra). hash: deterministic vectors, for tests.",
+    )
+    embedding_model: str | None = Field(
+        None,
+        description="Embedding model, e.g. text-embedding-3-small. Unset: the embedder's "
+        "default (text-embedding-3-small for openai).",
+    )
+    embedding_dimensions: int | None = Field(
+        None,
+        ge=1,
+        le=16000,
+        description="Vector dimensions (text-embedding-3-* can shorten theirs). Unset: the "
+        "model's native size.",
+    )
+    parser: Literal["local", "llamaparse"] = Field(
+        "local",
+        description="local: plain text, Markdown and PDF, in-process. llamaparse: LlamaParse "
+        "(needs LLAMA_CLOUD_API_KEY).",
+    )
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_json: bool | None = None  # None: JSON unless stderr is a terminal
-    log_file: Path | None = None
+    http_host: str = Field(
+        "127.0.0.1",
+        description="Address the HTTP API (uploads, status, health, parse callbacks) listens "
+        "on. Keep it on loopback behind a reverse proxy unless the network is trusted.",
+    )
+    http_port: int = Field(8470, ge=0, le=65535, description="TCP port of the HTTP API.")
+    public_url: str | None = Field(
+        None,
+        description="The URL remote services use to reach our webhooks (LlamaParse "
+        "callbacks), e.g. https://ingestd.example.com. Unset: no callbacks; ingestd polls "
+        "LlamaParse for results.",
+    )
+    max_upload_mb: int = Field(
+        512, ge=1, description="Largest document the HTTP API accepts, in MiB."
+    )
 
-    chunk_target_tokens: int = Field(512, ge=16)
-    chunk_overlap_tokens: int = Field(64, ge=0)
-    # The API takes 2048; 512 keeps ~4 MB of base64 per response in memory instead of
-    # ~16, and with two requests in flight the next response arrives while the last is
-    # written: as fast or faster in the pipeline benchmark, 30-45% less worker memory.
-    batch_max_inputs: int = Field(512, ge=1, le=2048)
-    batch_max_tokens: int = Field(300_000, ge=1, le=300_000)
-    embed_concurrency: int = Field(2, ge=1, le=64)  # requests in flight per worker
+    openai_api_key: SecretStr | None = Field(
+        None,
+        alias="OPENAI_API_KEY",
+        description="API key for the OpenAI embedder; required when the embedder is openai.",
+    )
+    openai_base_url: str | None = Field(
+        None,
+        alias="OPENAI_BASE_URL",
+        description="Base URL of an OpenAI-compatible API: a proxy, a gateway or the local "
+        "emulator. Unset: the official endpoint.",
+    )
+    openai_rpm: int | None = Field(
+        None,
+        ge=1,
+        description="The account's requests-per-minute limit, shared by the workers. Unset: "
+        "learnt from the API's rate-limit headers.",
+    )
+    openai_tpm: int | None = Field(
+        None,
+        ge=1,
+        description="The account's tokens-per-minute limit, shared by the workers. Unset: "
+        "learnt from the API's rate-limit headers.",
+    )
+    openai_timeout_seconds: float = Field(
+        60.0, gt=0, description="Timeout of one embedding request."
+    )
+    llama_cloud_api_key: SecretStr | None = Field(
+        None,
+        alias="LLAMA_CLOUD_API_KEY",
+        description="API key for the LlamaParse parser; required when the parser is llamaparse.",
+    )
+    llama_cloud_base_url: str = Field(
+        "https://api.cloud.llamaindex.ai",
+        alias="LLAMA_CLOUD_BASE_URL",
+        description="LlamaCloud API base URL.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Secret that signs and verifies webhook callbacks. Unset: generated "
+        "once and kept under the home directory.",
+    )
+    webhook_max_age_seconds: int = Field(
+        300, ge=1, description="Oldest signed webhook callback accepted (replay protection)."
+    )
+    parse_callback_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="How long a remote parse waits for its LlamaParse callback.",
+    )
+    prices_per_million: dict[str, float] = Field(
+        default_factory=dict,
+        description="USD per million tokens, by model; overrides the built-in table. TOML "
+        "file only.",
+    )
 
-    # Vectors needed before the HNSW index is built (then it is kept up incrementally).
-    index_min_rows: int = Field(20_000, ge=1)
+    sentry_dsn: str | None = Field(
+        None,
+        alias="SENTRY_DSN",
+        description="Sentry DSN. Unset: Sentry is disabled. Document text, request bodies "
+        "and secrets are scrubbed from events.",
+    )
+    sentry_environment: str = Field(
+        "production", alias="SENTRY_ENVIRONMENT", description="Sentry environment name."
+    )
+    statsd_host: str | None = Field(
+        None,
+        alias="STATSD_HOST",
+        description="statsd host (Graphite, statsd_exporter, Telegraf...). Unset: metrics "
+        "are disabled and nothing is sent.",
+    )
+    statsd_port: int = Field(
+        8125, ge=1, le=65535, alias="STATSD_PORT", description="statsd UDP port."
+    )
+    statsd_prefix: str = Field(
+        "ingestd",
+        alias="STATSD_PREFIX",
+        description="Prefix of every metric path, e.g. ingestd.documents.completed.",
+    )
 
-    # A claim takes up to ``claim_batch`` documents while their summed size stays
-    # within ``claim_max_bytes`` (the first is always taken); small fresh documents
-    # claimed together run through the stages as one group (workers/drive.py).
-    claim_batch: int = Field(64, ge=1, le=1000)
-    claim_max_bytes: int = Field(1 << 20, ge=0)
-    lease_seconds: float = Field(60.0, gt=0)
-    max_attempts: int = Field(5, ge=1)
-    retry_base_seconds: float = Field(2.0, gt=0)
-    retry_max_seconds: float = Field(600.0, gt=0)
-    poll_seconds: float = Field(5.0, gt=0)  # fallback poll when a NOTIFY is lost
-    stage_deadline_seconds: float = Field(1800.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level logged."
+    )
+    log_json: bool | None = Field(
+        None,
+        description="Log lines as JSON objects. Unset: JSON unless stderr is a terminal.",
+    )
+    log_file: Path | None = Field(
+        None,
+        description="Also write logs to this file (reopened on SIGUSR1, for logrotate). "
+        "Unset: stderr only.",
+    )
 
-    heartbeat_timeout_seconds: float = Field(30.0, gt=0)
-    drain_timeout_seconds: float = Field(60.0, gt=0)
-    # A worker with the local model (torch + MiniLM) settles at ~760-800 MB USS; one
-    # with the OpenAI embedder at ~90-170 MB.
-    memory_soft_mb: int = Field(1024, ge=16)
-    memory_hard_mb: int = Field(1536, ge=16)
-    memory_strikes: int = Field(3, ge=1)
-    memory_check_seconds: float = Field(1.0, gt=0)
-    recycle_after_documents: int | None = Field(None, ge=1)
-    recycle_after_seconds: float | None = Field(None, gt=0)
-    recycle_jitter: float = Field(0.1, ge=0, le=1)
-    restart_backoff_base_seconds: float = Field(0.5, gt=0)
-    restart_backoff_max_seconds: float = Field(30.0, gt=0)
-    crash_loop_limit: int = Field(10, ge=1)  # rapid failures before the supervisor gives up
-    crash_loop_window_seconds: float = Field(60.0, gt=0)
+    chunk_target_tokens: int = Field(
+        512,
+        ge=16,
+        description="Target chunk size in tokens, capped by the model's input limit.",
+    )
+    chunk_overlap_tokens: int = Field(
+        64,
+        ge=0,
+        description="Tokens shared by consecutive chunks; smaller than the target size.",
+    )
+    # 512, not the API's 2048: ~4 MB of base64 per response in memory instead of ~16, and
+    # with two requests in flight the next response arrives while the last is written:
+    # as fast or faster in the pipeline benchmark, 30-45% less worker memory.
+    batch_max_inputs: int = Field(
+        512,
+        ge=1,
+        le=2048,
+        description="Inputs per embedding request (the API takes 2048; smaller batches keep "
+        "less in memory and overlap better).",
+    )
+    batch_max_tokens: int = Field(
+        300_000, ge=1, le=300_000, description="Tokens per embedding request."
+    )
+    embed_concurrency: int = Field(
+        2, ge=1, le=64, description="Embedding requests in flight per worker."
+    )
+
+    index_min_rows: int = Field(
+        20_000,
+        ge=1,
+        description="Vectors needed before the HNSW index is built (then it is kept up "
+        "incrementally).",
+    )
+
+    claim_batch: int = Field(
+        64,
+        ge=1,
+        le=1000,
+        description="Documents per claim, while their summed size stays within "
+        "claim_max_bytes (the first is always taken). Small fresh documents claimed "
+        "together run through the stages as one group.",
+    )
+    claim_max_bytes: int = Field(
+        1 << 20, ge=0, description="Summed size of the documents one claim takes."
+    )
+    lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Lease on a claimed document, renewed while a worker holds it; an "
+        "expired lease returns the document to the queue.",
+    )
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        description="Attempts at a document (and at one API call) before it is given up as dead.",
+    )
+    retry_base_seconds: float = Field(
+        2.0, gt=0, description="First retry delay; backoff doubles it, with full jitter."
+    )
+    retry_max_seconds: float = Field(600.0, gt=0, description="Longest retry delay.")
+    poll_seconds: float = Field(
+        5.0, gt=0, description="Fallback poll for work when a NOTIFY is lost."
+    )
+    stage_deadline_seconds: float = Field(
+        1800.0,
+        gt=0,
+        description="Longest time a worker may spend in one stage before the supervisor "
+        "replaces it.",
+    )
+
+    heartbeat_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A worker silent for longer is considered hung and replaced.",
+    )
+    drain_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="On a graceful stop or reload, how long workers may finish their "
+        "current documents before they are killed.",
+    )
+    memory_soft_mb: int = Field(
+        1024,
+        ge=16,
+        description="Per-worker memory (USS) ceiling: memory_strikes samples in a row above "
+        "it recycle the worker after its current batch. A worker with the local model "
+        "settles at ~760-800 MB; one with the OpenAI embedder at ~90-170 MB.",
+    )
+    memory_hard_mb: int = Field(
+        1536,
+        ge=16,
+        description="Per-worker memory (USS) limit: one sample above it kills the worker "
+        "at once and releases its document with an attempt counted.",
+    )
+    memory_strikes: int = Field(
+        3, ge=1, description="Samples in a row above memory_soft_mb before a recycle."
+    )
+    memory_check_seconds: float = Field(
+        1.0, gt=0, description="Interval between memory samples of each worker."
+    )
+    recycle_after_documents: int | None = Field(
+        None,
+        ge=1,
+        description="Replace a worker after this many documents. Unset: never.",
+    )
+    recycle_after_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Replace a worker after this long. Unset: never.",
+    )
+    recycle_jitter: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Random extra fraction added to each worker's recycle limits, so that "
+        "workers do not all recycle at once.",
+    )
+    restart_backoff_base_seconds: float = Field(
+        0.5, gt=0, description="First delay before respawning a worker that failed."
+    )
+    restart_backoff_max_seconds: float = Field(
+        30.0, gt=0, description="Longest delay before respawning a worker."
+    )
+    crash_loop_limit: int = Field(
+        10,
+        ge=1,
+        description="Rapid worker failures within crash_loop_window_seconds before the "
+        "supervisor gives up and exits.",
+    )
+    crash_loop_window_seconds: float = Field(
+        60.0, gt=0, description="Window in which crash_loop_limit failures stop the supervisor."
+    )
 
     @classmethod
     def settings_customise_sources(
