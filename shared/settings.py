@@ -190,8 +190,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None,
         description="PostgreSQL connection URL, e.g. "
-        "postgresql://ingestd@db.internal:5432/ingestd; any PostgreSQL >= 15 with the "
-        "pgvector extension. DATABASE_URL is read when this is not set. Unset: an "
+        "postgresql://ingestd@db.internal:5432/ingestd; any PostgreSQL 15 or later with "
+        "the pgvector extension. DATABASE_URL is read when this is not set. Unset: an "
         "embedded PostgreSQL + pgvector (pgserver) under the home directory, run as a "
         "child process.",
     )
@@ -288,8 +288,7 @@ class Settings(BaseSettings):
     )
     prices_per_million: dict[str, float] = Field(
         default_factory=dict,
-        description="USD per million tokens, by model; overrides the built-in table. TOML "
-        "file only.",
+        description="USD per million tokens, by model; overrides the built-in table.",
     )
 
     sentry_dsn: str | None = Field(
