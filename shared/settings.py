@@ -87,9 +87,10 @@ class _MappingEnvSource(EnvSettingsSource):
     """The library's environment source over the mapping given to ``load_settings``."""
 
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        name = env_name("prices_per_million")
-        if environ.get(name):
-            raise ConfigError(f"{name}: set prices in the TOML file, not the environment")
+        for key in FILE_ONLY_KEYS:
+            name = env_name(key)
+            if environ.get(name):
+                raise ConfigError(f"{name}: set {key} in the TOML file, not the environment")
         _refuse_unknown_variables(environ)
         if not environ.get("INGESTD_DATABASE_URL") and environ.get("DATABASE_URL"):
             # The conventional name, when ours is not set: platforms that provision a
@@ -502,7 +503,9 @@ def _inconsistent(key: str, relation: str, other: str) -> PydanticCustomError:
     )
 
 
-_SECRET_KEYS = frozenset({"openai_api_key", "llama_cloud_api_key", "webhook_secret", "sentry_dsn"})
+SECRET_KEYS = frozenset({"openai_api_key", "llama_cloud_api_key", "webhook_secret", "sentry_dsn"})
+# A table of values, which no single environment variable can carry: the TOML file only.
+FILE_ONLY_KEYS = frozenset({"prices_per_million"})
 _KEY_BY_ALIAS = {f.alias: key for key, f in Settings.model_fields.items() if f.alias}
 
 
@@ -560,6 +563,6 @@ def _describe(exc: ValidationError, options: Mapping[str, Any], load: _Load) -> 
         detail = err["msg"]
         if err["type"] == "literal_error":
             detail = f"must be one of {err['ctx']['expected']}"
-        shown = "" if key in _SECRET_KEYS or not key else f" (got {err.get('input')!r})"
+        shown = "" if key in SECRET_KEYS or not key else f" (got {err.get('input')!r})"
         lines.append(f"{where}: {detail}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)

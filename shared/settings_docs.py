@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic.fields import FieldInfo
 
-from ingestd.shared.settings import _SECRET_KEYS, Settings, env_name
+from ingestd.shared.settings import FILE_ONLY_KEYS, SECRET_KEYS, Settings, env_name
 
 COMMAND = "python -m ingestd.shared.settings_docs write"
 ENV_EXAMPLE = Path("systemd/ingestd.env.example")
@@ -144,8 +144,6 @@ _COMPUTED_DEFAULTS = {
     "prices_per_million": "built-in table",
 }
 
-# Keys the environment cannot set (the settings refuse their variable): TOML file only.
-FILE_ONLY_KEYS = frozenset({"prices_per_million"})
 
 # Values systemd/ingestd.service sets with Environment=, and why; the example shows them,
 # since they, not the built-in defaults, apply under the unit.
@@ -264,7 +262,7 @@ def _env_entry(key: str, field: FieldInfo) -> list[str]:
     if key in FILE_ONLY_KEYS:
         return _comment(f"{text} Set {key} in the TOML file; {name} in the environment is refused.")
     shown = _default(key, field)
-    if key in _SECRET_KEYS:
+    if key in SECRET_KEYS:
         shown = None  # a secret's line never carries a value, not even an example
     elif key in UNIT_VALUES:
         shown, note = UNIT_VALUES[key]

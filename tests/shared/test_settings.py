@@ -221,7 +221,9 @@ def test_memory_soft_above_hard_is_refused() -> None:
 def test_prices_come_from_the_file_only() -> None:
     message = _error(environ={"INGESTD_PRICES_PER_MILLION": '{"m": 1}'})
 
-    assert message == "INGESTD_PRICES_PER_MILLION: set prices in the TOML file, not the environment"
+    assert message == (
+        "INGESTD_PRICES_PER_MILLION: set prices_per_million in the TOML file, not the environment"
+    )
 
 
 def test_settings_are_frozen() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from ingestd.shared import settings_docs
 from ingestd.shared.errors import ConfigError
-from ingestd.shared.settings import _SECRET_KEYS, Settings, env_name, load_settings
+from ingestd.shared.settings import SECRET_KEYS, Settings, env_name, load_settings
 from ingestd.shared.settings_docs import (
     FILE_ONLY_KEYS,
     GROUPS,
@@ -61,13 +61,13 @@ def test_each_line_shows_the_default_and_that_value_loads_as_the_default() -> No
     assert checked >= 35
     # And an empty line stands for a default of None.
     for key, field in Settings.model_fields.items():
-        if lines.get(env_name(key)) == "" and key not in _SECRET_KEYS:
+        if lines.get(env_name(key)) == "" and key not in SECRET_KEYS:
             assert field.default is None, key
 
 
 def test_secrets_are_shown_empty_and_commented_out() -> None:
     text = render_env()
-    for key in _SECRET_KEYS:
+    for key in SECRET_KEYS:
         assert f"\n#{env_name(key)}=\n" in text, key
 
 
