@@ -21,7 +21,8 @@ them (each child makes its own).
 
 Exit codes (``shared.exitcodes``): 0 stopped on request (TERM, INT, QUIT) or
 ``--drain`` finished; 1 crash loop (``crash_loop_limit`` rapid failures within
-``crash_loop_window_seconds``); 78 a worker reported a configuration error.
+``crash_loop_window_seconds``, not counting deaths charged to the document the
+worker held: ``restarts``); 78 a worker reported a configuration error.
 """
 
 from __future__ import annotations
@@ -543,7 +544,7 @@ class Arbiter:
         death = (
             classify(child, wait_status)
             if wait_status is not None
-            else Death(Reason.CRASH, None, None, "vanished")
+            else Death(Reason.CRASH, None, None, "vanished", child.document_id)
         )
         self._deaths.record(child, death, child.lifetime(now))
         if self._stopping or death.reason is Reason.SCALE_DOWN:
@@ -558,13 +559,32 @@ class Arbiter:
             self._begin_stop(EXIT_CONFIG, graceful=True, why="configuration error")
             return
         self._schedule_respawn(
-            child.kind, child.slot, now, lifetime=child.lifetime(now), failure=death.failure
+            child.kind,
+            child.slot,
+            now,
+            lifetime=child.lifetime(now),
+            failure=death.failure,
+            charged_to=death.document_id if death.charged_to_document else None,
         )
 
     def _schedule_respawn(
-        self, kind: Kind, slot: int, now: float, *, lifetime: float, failure: bool
+        self,
+        kind: Kind,
+        slot: int,
+        now: float,
+        *,
+        lifetime: float,
+        failure: bool,
+        charged_to: str | None = None,
     ) -> None:
-        decision = self._restarts.record((kind, slot), now=now, lifetime=lifetime, failure=failure)
+        """``charged_to``: the document the failure is blamed on (None: the daemon's)."""
+        decision = self._restarts.record(
+            (kind, slot),
+            now=now,
+            lifetime=lifetime,
+            failure=failure,
+            charged_to_document=charged_to is not None,
+        )
         if decision.give_up:
             self._log.critical(
                 "crash loop: giving up",
@@ -584,6 +604,7 @@ class Arbiter:
                 streak=decision.streak,
                 rapid_failures=decision.rapid_failures,
                 limit=self.settings.crash_loop_limit,
+                charged_to_document=charged_to,
             )
 
     # -- stopping -----------------------------------------------------------------------

@@ -24,10 +24,16 @@ itself could not.
 | exit 70 (the worker reported its own crash)      | crash      | yes     | crash, attempt++   |
 | other exit code, or a signal we did not send     | crash      | yes     | crash, attempt++   |
 |   (SIGKILL: the kernel's OOM killer?)            |            |         |                    |
+
+A failure that releases with an attempt while the worker's last heartbeat named a
+document is *charged to that document* (``Death.charged_to_document``): the document
+pays (an attempt, ``dead`` after ``max_attempts``), not the daemon — it does not count
+toward the crash-loop limit. A failure with nothing in hand (start-up, idle) does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from dataclasses import dataclass, field
@@ -205,10 +211,18 @@ class Death:
     exit_code: int | None  # None when killed by a signal
     signal: int | None
     detail: str  # for people: what happened, never document text
+    document_id: str | None = None  # what its last heartbeat said it was working on
 
     @property
     def failure(self) -> bool:
         return not self.reason.planned
+
+    @property
+    def charged_to_document(self) -> bool:
+        """A failure while holding a document: the document is blamed (an attempt is
+        counted when its lease is released), so it is not a crash loop of the daemon.
+        Five bomb documents must not stop a supervisor whose workers are healthy."""
+        return self.failure and self.release_class is not None and self.document_id is not None
 
     @property
     def release_class(self) -> ErrorClass | None:
@@ -231,6 +245,11 @@ def describe_status(exit_code: int | None, signum: int | None) -> str:
 
 
 def classify(child: Child, wait_status: int) -> Death:
+    death = _classify(child, wait_status)
+    return dataclasses.replace(death, document_id=child.document_id)
+
+
+def _classify(child: Child, wait_status: int) -> Death:
     code = os.waitstatus_to_exitcode(wait_status)
     exit_code, signum = (code, None) if code >= 0 else (None, -code)
     how = describe_status(exit_code, signum)

@@ -12,6 +12,10 @@ lived less than ``window`` seconds: it never got established.
   mean a crash loop: the supervisor gives up and exits non-zero, so systemd (or
   the operator) sees a broken installation instead of a process that looks alive
   and does nothing. Like systemd's StartLimitBurst within StartLimitIntervalSec.
+- A failure *charged to a document* (the worker died holding one) backs its slot
+  off like any other but does not count toward ``limit``: the document pays for it
+  with an attempt and ends ``dead`` after ``max_attempts``, so a handful of bomb
+  documents cannot stop the daemon. Only failures with nothing in hand make a loop.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def backoff_delay(streak: int, *, base: float, cap: float) -> float:
 class RestartDecision:
     delay: float  # seconds before the respawn
     streak: int  # consecutive rapid failures of this slot (0 after a planned exit)
-    rapid_failures: int  # rapid failures of all slots within the window, this one included
+    rapid_failures: int  # counted rapid failures of all slots within the window
     give_up: bool  # crash loop: stop supervising and exit non-zero
 
 
@@ -53,9 +57,17 @@ class RestartPolicy:
         self.base, self.cap, self.limit, self.window = base, cap, limit, window
 
     def record(
-        self, key: Hashable, *, now: float, lifetime: float, failure: bool
+        self,
+        key: Hashable,
+        *,
+        now: float,
+        lifetime: float,
+        failure: bool,
+        charged_to_document: bool = False,
     ) -> RestartDecision:
-        """Account for one death of the child in ``key`` (a slot) and decide what follows."""
+        """Account for one death of the child in ``key`` (a slot) and decide what follows.
+        ``charged_to_document``: the failure was a document's doing; back off, but it is
+        not evidence of a crash loop."""
         self._forget_before(now - self.window)
         if not failure:
             self._streaks[key] = 0
@@ -65,14 +77,12 @@ class RestartPolicy:
             return RestartDecision(0.0, 0, len(self._rapid), give_up=False)
         streak = self._streaks.get(key, 0) + 1
         self._streaks[key] = streak
+        delay = backoff_delay(streak, base=self.base, cap=self.cap)
+        if charged_to_document:
+            return RestartDecision(delay, streak, len(self._rapid), give_up=False)
         self._rapid.append(now)
         rapid = len(self._rapid)
-        return RestartDecision(
-            backoff_delay(streak, base=self.base, cap=self.cap),
-            streak,
-            rapid,
-            give_up=rapid >= self.limit,
-        )
+        return RestartDecision(delay, streak, rapid, give_up=rapid >= self.limit)
 
     def rapid_failures(self, now: float) -> int:
         self._forget_before(now - self.window)

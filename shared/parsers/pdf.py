@@ -3,6 +3,8 @@
 The document is opened through PDFium's custom file access, which asks for
 byte ranges as it needs them, so a large object in PostgreSQL is never read
 whole into memory. OCR is not done here (that is the llamaparse parser's job).
+A document past a ceiling of ``limits`` (pages, characters on a page) is refused
+before that work is done.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
 from ingestd.shared.errors import InvalidInput
+from ingestd.shared.parsers import limits
 from ingestd.shared.parsers.blocks import check_block_chars, split_bounded
 
 _PAGE_SEPARATOR = "\n\n"
@@ -93,6 +96,12 @@ def _page_text(pdf: pdfium.PdfDocument, index: int) -> str:
     try:
         textpage = page.get_textpage()
         try:
+            chars = textpage.count_chars()
+            if chars > limits.MAX_PDF_PAGE_CHARS:
+                raise InvalidInput(
+                    f"PDF page {index + 1} has {chars} characters of text; "
+                    f"the limit is {limits.MAX_PDF_PAGE_CHARS}"
+                )
             # Text PDFium cannot map to Unicode shows up as U+FFFD, visibly.
             text: str = textpage.get_text_range(errors="replace")
         finally:
@@ -124,6 +133,8 @@ def iter_pdf_blocks(stream: BinaryIO, *, block_chars: int) -> Iterator[str]:
         raise ValueError("PDF parsing needs a seekable stream")
     reader, pdf = _open(stream)
     try:
+        if (pages := len(pdf)) > limits.MAX_PDF_PAGES:
+            raise InvalidInput(f"PDF has {pages} pages; the limit is {limits.MAX_PDF_PAGES}")
         has_text = False
         for index in range(len(pdf)):
             if index and index % REOPEN_EVERY_PAGES == 0:

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from ingestd.shared.channel import WorkerChannel
 from ingestd.shared.db import jobs
 from ingestd.shared.db.connect import connect, database_url
-from ingestd.shared.exitcodes import EXIT_CONFIG, EXIT_OK
+from ingestd.shared.exitcodes import EXIT_CONFIG, EXIT_CRASH, EXIT_OK
 from ingestd.shared.settings import Settings
 from ingestd.shared.states import ACTIVE_OF, SUCCESS_OF, Status
 
@@ -148,6 +148,31 @@ def poison(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
         time.sleep(BEAT_SECONDS)
     del ballast
     _exit(EXIT_OK)
+
+
+def bomb_victim(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
+    """Crashes (exit 70) as soon as it holds a document and has said so; with nothing
+    to claim, it idles, heartbeating: a bomb document, and a healthy worker."""
+    flags = Flags()
+    flags.install()
+    ch = _channel(fd)
+    while not (flags.graceful or flags.fast):
+        conn, claimed = _claim_one(settings, owner)
+        conn.close()
+        if claimed is not None:
+            ch.document_id, ch.stage = str(claimed.id), str(claimed.status)
+            ch.beat(force=True)
+            _exit(EXIT_CRASH)  # the lease is still held: the supervisor releases it
+        ch.beat(force=True)
+        time.sleep(BEAT_SECONDS)
+    _exit(EXIT_OK)
+
+
+def idle_crash(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
+    """Heartbeats once, holding nothing, then crashes: the daemon's fault, not a document's."""
+    ch = _channel(fd)
+    ch.beat(force=True)
+    _exit(EXIT_CRASH)
 
 
 def crash_at_start(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:

@@ -200,3 +200,42 @@ def test_configuration_error_in_a_worker_stops_the_supervisor(start_arbiter: Sta
     assert not run.events("restart scheduled")
     assert len(run.events("worker started")) == 2  # the first two; nobody respawned
     assert run.events("worker exited", reason="config")
+
+
+def test_deaths_charged_to_a_document_are_not_a_crash_loop(
+    start_arbiter: Start, conn: psycopg.Connection[Any], ingest_bytes: Callable[..., Any]
+) -> None:
+    doc = ingest_bytes(b"a bomb", "bomb.txt").document_id
+    # Five deaths on one document, against a crash-loop limit of three.
+    run = start_arbiter("bomb_victim", crash_loop_limit=3, max_attempts=5, lease_seconds=600.0)
+
+    wait_until(
+        lambda: document(conn, doc)["status"] == "dead",
+        "the document dead",
+        on_timeout=run.log_tail,
+    )
+    row = document(conn, doc)
+    assert row["error_class"] == "crash" and row["attempts"] == 5
+    crashes = run.wait_event("worker exited", count=5, reason="crash")
+    assert [e["document_id"] for e in crashes] == [str(doc)] * 5
+    scheduled = run.wait_event("restart scheduled", count=5)
+    assert [e["charged_to_document"] for e in scheduled] == [str(doc)] * 5
+    assert all(e["rapid_failures"] == 0 for e in scheduled)
+    assert [e["streak"] for e in scheduled] == [1, 2, 3, 4, 5]  # the slot still backs off
+    # The sixth worker finds nothing to claim and stays up: the supervisor still runs.
+    run.wait_event("worker started", count=6)
+    run.wait_workers(lambda ws: len(ws) == 1 and ws[0]["document_id"] is None, "an idle worker")
+    assert not run.events("crash loop: giving up")
+    assert run.proc.poll() is None
+    run.send(signal.SIGTERM)
+    assert run.wait_exit() == EXIT_OK
+
+
+def test_idle_deaths_still_make_a_crash_loop(start_arbiter: Start) -> None:
+    run = start_arbiter("idle_crash", crash_loop_limit=3)
+
+    assert run.wait_exit() == EXIT_CRASH_LOOP
+    crashes = run.events("worker exited", reason="crash")
+    assert len(crashes) == 3 and all(e["document_id"] is None for e in crashes)
+    assert [e["charged_to_document"] for e in run.events("restart scheduled")] == [None] * 2
+    assert run.events("crash loop: giving up")[0]["rapid_failures"] == 3

@@ -102,6 +102,20 @@ def test_a_long_life_or_a_planned_exit_resets_the_streak() -> None:
     assert policy.record(0, now=103, lifetime=1, failure=True).delay == 1.0
 
 
+def test_failures_charged_to_a_document_back_off_but_never_give_up() -> None:
+    policy = RestartPolicy(base=1.0, cap=4.0, limit=2, window=60.0)
+    decisions = [
+        policy.record(0, now=t, lifetime=1, failure=True, charged_to_document=True)
+        for t in range(10)
+    ]
+    assert [d.delay for d in decisions[:4]] == [1.0, 2.0, 4.0, 4.0]
+    assert not any(d.give_up for d in decisions)
+    assert decisions[-1].rapid_failures == 0
+    # Failures with nothing in hand still count, on top of those.
+    assert not policy.record(1, now=11, lifetime=1, failure=True).give_up
+    assert policy.record(1, now=12, lifetime=1, failure=True).give_up
+
+
 # -- memory --------------------------------------------------------------------------
 
 
@@ -167,6 +181,24 @@ def test_a_crash_during_a_planned_stop_is_still_a_crash(child: Child) -> None:
 def test_an_unrequested_clean_exit_is_a_failure(child: Child) -> None:
     death = classify(child, exited(EXIT_OK))
     assert death.reason is Reason.EXITED and death.failure
+
+
+def test_a_failure_holding_a_document_is_charged_to_it(child: Child) -> None:
+    child.on_message({"hb": 1.0, "doc": "d-1", "stage": "parsing", "docs": 0}, now=101.0)
+    for status in (killed(signal.SIGKILL), exited(EXIT_CRASH), exited(EXIT_OK)):
+        death = classify(child, status)
+        assert death.document_id == "d-1" and death.charged_to_document
+    child.kill_reason, child.kill_detail = Reason.MEMORY, "USS over the hard ceiling"
+    assert classify(child, killed(signal.SIGKILL)).charged_to_document
+
+
+def test_idle_failures_and_stops_are_not_charged_to_a_document(child: Child) -> None:
+    child.on_message({"hb": 1.0, "doc": None, "stage": None, "docs": 3}, now=101.0)
+    assert not classify(child, exited(EXIT_CRASH)).charged_to_document
+    child.on_message({"hb": 2.0, "doc": "d-1", "stage": "parsing", "docs": 3}, now=102.0)
+    assert not classify(child, exited(EXIT_CONFIG)).charged_to_document  # not its fault
+    child.stop_reason, child.stop_signal = Reason.RECYCLE, signal.SIGUSR2
+    assert not classify(child, exited(EXIT_OK)).charged_to_document  # not a failure
 
 
 def test_heartbeats_track_document_stage_and_progress(child: Child) -> None:
