@@ -64,7 +64,8 @@ def iter_blocks(
 
     ``stream`` is read with ``read(n)`` only; for PDFs it must also be seekable.
     Raises InvalidInput for documents that cannot be parsed (bad encoding,
-    binary data, empty, encrypted or corrupt PDF, PDF without a text layer).
+    binary data, empty, encrypted or corrupt PDF, PDF without a text layer) or
+    that are bigger inside than ``limits`` allow (pages, text per page).
     """
     mime = normalize_mime(mime_type)
     check_block_chars(block_chars)
