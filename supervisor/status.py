@@ -55,8 +55,18 @@ def status_renderable(status: dict[str, Any], *, wide: bool = False) -> Renderab
     console's width, or every column at full width when ``wide``."""
     return Group(
         SideBySide(_documents_table(status["documents"]), _queue_table(status)),
-        FittedTable("supervisors", _supervisor_columns(status), wide=wide),
-        FittedTable("workers", _worker_columns(status["workers"], wide=wide), wide=wide),
+        FittedTable(
+            "supervisors",
+            _supervisor_columns(status),
+            wide=wide,
+            empty="none has published its status (is `ingestd run` running?)",
+        ),
+        FittedTable(
+            "workers",
+            _worker_columns(status["workers"], wide=wide),
+            wide=wide,
+            empty="none running",
+        ),
     )
 
 
@@ -67,7 +77,8 @@ def _documents_table(counts: dict[str, int]) -> Table:
     table.add_column("count", justify="right", no_wrap=True)
     for name, n in counts.items():
         table.add_row(name, str(n))
-    table.add_row("total", str(sum(counts.values())), style="bold", end_section=False)
+    table.add_section()
+    table.add_row("total", str(sum(counts.values())), style="bold")
     return table
 
 
@@ -237,7 +248,7 @@ def timeline_renderable(history: list[dict[str, Any]], *, wide: bool = False) ->
         Col("stage", stage, keep=2),
         Col("error / details", note, keep=10, wrap=True),
     ]
-    return FittedTable(title, columns, wide=wide)
+    return FittedTable(title, columns, wide=wide, empty="no events")
 
 
 def _print(console: Console, renderable: RenderableType, *, wide: bool) -> None:
@@ -276,10 +287,14 @@ class FittedTable:
     Narrow: rich would otherwise shrink every column and cut names with an ellipsis.
     ``wide``: every column, each at its full width, however wide the result."""
 
-    def __init__(self, title: str, columns: list[Col], *, wide: bool) -> None:
+    def __init__(self, title: str, columns: list[Col], *, wide: bool, empty: str = "") -> None:
         self.title = title
         self.columns = columns
         self.wide = wide
+        self.empty = empty  # said instead of a table without rows
+
+    def _rows(self) -> int:
+        return max((len(c.cells) for c in self.columns), default=0)
 
     def fitted(self, console: Console, options: ConsoleOptions) -> list[Col]:
         if self.wide:
@@ -303,20 +318,24 @@ class FittedTable:
         table = Table(title=self.title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
         for c in cols:
             table.add_column(c.header, justify=c.justify, no_wrap=not c.wrap, overflow="fold")
-        rows = max((len(c.cells) for c in cols), default=0)
-        for i in range(rows):
+        for i in range(self._rows()):
             table.add_row(*(c.cells[i] for c in cols))
         return table
 
+    def _renderable(self, console: Console, options: ConsoleOptions) -> Table | Text:
+        if self.empty and not self._rows():
+            return Text(f"{self.title}: {self.empty}")
+        return self._table(self.fitted(console, options))
+
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        table = self._table(self.fitted(console, options))
+        renderable = self._renderable(console, options)
         if self.wide:
-            full = Measurement.get(console, options.update_width(10_000), table).maximum
+            full = Measurement.get(console, options.update_width(10_000), renderable).maximum
             options = options.update_width(max(options.max_width, full))
-        yield from console.render(table, options)
+        yield from console.render(renderable, options)
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
-        return Measurement.get(console, options, self._table(self.fitted(console, options)))
+        return Measurement.get(console, options, self._renderable(console, options))
 
 
 class SideBySide:

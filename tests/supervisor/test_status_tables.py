@@ -341,3 +341,13 @@ def test_cli_passes_wide_to_status_and_show(
     assert "worker" not in _header_line(capsys.readouterr().out, "at")
     assert cli.main(["show", "5f0c2a9e", "--wide"]) == 0
     assert "worker" in _header_line(capsys.readouterr().out, "at")
+
+
+def test_status_without_supervisors_or_workers_says_so() -> None:
+    status = {**_status(), "workers": [], "supervisors": [], "breakers": {}}
+    console = _console(80)
+    render_status(status, console=console)
+    out = _text(console)
+    assert "supervisors: none has published its status" in out
+    assert "workers: none running" in out
+    assert "heartbeat s" not in out  # no table of headers without rows
