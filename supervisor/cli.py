@@ -113,12 +113,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     conn = _db(settings, migrate=False)
     if args.watch:
-        return watch_status(conn, interval=args.interval)
+        return watch_status(conn, interval=args.interval, wide=args.wide)
     status = gather_status(conn)
     if args.json:
         print(dumps(status))
     else:
-        render_status(status)
+        render_status(status, wide=args.wide)
     return 0
 
 
@@ -137,7 +137,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps({"document": doc, "events": history}))
     else:
-        render_document(doc, history)
+        render_document(doc, history, wide=args.wide)
     return 0
 
 
@@ -295,10 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--watch", action="store_true", help="live view in a terminal")
     sp.add_argument("--interval", type=float, default=1.0)
+    sp.add_argument(
+        "--wide", action="store_true", help="every column at full width, however wide the lines"
+    )
 
     sp = add("show", cmd_show, "one document: its timeline, errors, tokens and cost")
     sp.add_argument("document_id")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument(
+        "--wide", action="store_true", help="every column at full width, however wide the lines"
+    )
 
     sp = add("search", cmd_search, "nearest chunks to a query")
     sp.add_argument("query", type=_query)

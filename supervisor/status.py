@@ -6,10 +6,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
 
 from ingestd.shared.db import reports
 from ingestd.shared.db import supervisors as db_supervisors
@@ -36,67 +44,148 @@ def gather_status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     }
 
 
-def render_status(status: dict[str, Any]) -> None:
-    from rich.console import Console
+def render_status(
+    status: dict[str, Any], *, wide: bool = False, console: Console | None = None
+) -> None:
+    _print(console or Console(), status_renderable(status, wide=wide), wide=wide)
 
-    Console().print(status_renderable(status))
+
+def status_renderable(status: dict[str, Any], *, wide: bool = False) -> RenderableType:
+    """Documents by status beside the queue, then supervisors and workers: fitted to the
+    console's width, or every column at full width when ``wide``."""
+    return Group(
+        SideBySide(_documents_table(status["documents"]), _queue_table(status)),
+        FittedTable(
+            "supervisors",
+            _supervisor_columns(status),
+            wide=wide,
+            empty="none has published its status (is `ingestd run` running?)",
+        ),
+        FittedTable(
+            "workers",
+            _worker_columns(status["workers"], wide=wide),
+            wide=wide,
+            empty="none running",
+        ),
+    )
 
 
-def status_renderable(status: dict[str, Any]) -> Any:
-    from rich.console import Group
-    from rich.table import Table
+def _documents_table(counts: dict[str, int]) -> Table:
+    # One row per status: twelve statuses as columns cannot fit 80 columns uncut.
+    table = Table(title="documents", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("status", no_wrap=True)
+    table.add_column("count", justify="right", no_wrap=True)
+    for name, n in counts.items():
+        table.add_row(name, str(n))
+    table.add_section()
+    table.add_row("total", str(sum(counts.values())), style="bold")
+    return table
 
-    docs = Table(title="documents", show_header=True)
-    for name in status["documents"]:
-        docs.add_column(name, justify="right")
-    docs.add_row(*(str(v) for v in status["documents"].values()))
+
+def _queue_table(status: dict[str, Any]) -> Table:
     q = status["queue"]
     tp = status["throughput"]
-    summary = (
-        f"runnable {q['runnable']}  leased {q['leased']}  oldest runnable "
-        f"{q['oldest_runnable_age_seconds']:.1f}s  completed 1m/5m/15m "
-        f"{tp['completed_last_1m']}/{tp['completed_last_5m']}/{tp['completed_last_15m']}  "
-        f"tokens {q['embed_tokens']}  cost ${q['cost_usd']:.4f}"
+    table = Table(title="queue", box=box.SIMPLE_HEAD, pad_edge=False, show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_row("runnable", str(q["runnable"]))
+    table.add_row("leased", str(q["leased"]))
+    table.add_row("oldest runnable", f"{q['oldest_runnable_age_seconds']:.1f}s")
+    table.add_row(
+        "completed 1m/5m/15m",
+        f"{tp['completed_last_1m']}/{tp['completed_last_5m']}/{tp['completed_last_15m']}",
     )
-    workers = Table(title="workers")
-    for col in ("supervisor", "slot", "pid", "USS MB", "document", "stage", "done", "heartbeat s"):
-        workers.add_column(col)
-    for w in status["workers"]:
-        workers.add_row(
-            markup_safe(w["supervisor"]),
-            str(w["slot"]),
-            str(w["pid"]),
-            f"{(w['uss_bytes'] or 0) / 2**20:.0f}",
-            (w["document_id"] or "-")[:8],
-            w["stage"] or "-",
-            str(w["documents_done"]),
-            f"{w['heartbeat_age_seconds']:.1f}" if w["heartbeat_age_seconds"] is not None else "-",
-        )
-    return Group(docs, summary, workers)
+    table.add_row("billed tokens", str(q["embed_tokens"]))
+    table.add_row("cost", f"${q['cost_usd']:.4f}")
+    return table
 
 
-def watch_status(conn: psycopg.Connection[Any], *, interval: float) -> int:
+def _supervisor_columns(status: dict[str, Any]) -> list[Col]:
+    sups = status["supervisors"]
+    details = [s["details"] or {} for s in sups]
+    breakers = status["breakers"]
+    return [
+        Col("supervisor", [markup_safe(s["supervisor"]) for s in sups], keep=9),
+        Col("state", [markup_safe(s["state"]) for s in sups], keep=8),
+        Col(
+            "workers",
+            [f"{d.get('workers_alive', '-')}/{d.get('workers_target', '-')}" for d in details],
+            keep=6,
+            justify="right",
+        ),
+        Col(
+            "breakers",
+            [_breakers(breakers.get(s["supervisor"], {})) for s in sups],
+            keep=10,
+            wrap=True,
+        ),
+        Col("host", [markup_safe(s["hostname"]) for s in sups], keep=3),
+        Col("pid", [str(s["pid"]) for s in sups], keep=2, justify="right"),
+        Col("started", [_fmt_datetime(s["started_at"]) for s in sups], keep=1),
+    ]
+
+
+def _breakers(states: dict[str, str]) -> str:
+    opened = {k: v for k, v in states.items() if v != "closed"}
+    if not opened:
+        return "all closed" if states else "-"
+    return ", ".join(f"{markup_safe(k)} {markup_safe(v)}" for k, v in opened.items())
+
+
+def _worker_columns(workers: list[dict[str, Any]], *, wide: bool) -> list[Col]:
+    def age(value: float | None) -> str:
+        return f"{value:.1f}" if value is not None else "-"
+
+    doc_len = None if wide else 8  # the prefix `ingestd show` accepts
+    return [
+        Col("slot", [str(w["slot"]) for w in workers], keep=9, justify="right"),
+        Col("stage", [markup_safe(w["stage"] or "-") for w in workers], keep=8),
+        Col("document", [(w["document_id"] or "-")[:doc_len] for w in workers], keep=7),
+        Col(
+            "heartbeat s",
+            [age(w["heartbeat_age_seconds"]) for w in workers],
+            keep=6,
+            justify="right",
+        ),
+        Col("done", [str(w["documents_done"]) for w in workers], keep=5, justify="right"),
+        Col("supervisor", [markup_safe(w["supervisor"]) for w in workers], keep=4),
+        Col(
+            "USS MB",
+            [f"{(w['uss_bytes'] or 0) / 2**20:.0f}" for w in workers],
+            keep=3,
+            justify="right",
+        ),
+        Col("pid", [str(w["pid"]) for w in workers], keep=2, justify="right"),
+        Col("uptime s", [age(w["uptime_seconds"]) for w in workers], keep=1, justify="right"),
+        Col("owner", [markup_safe(w["owner"] or "-") for w in workers], keep=0),
+    ]
+
+
+def watch_status(conn: psycopg.Connection[Any], *, interval: float, wide: bool = False) -> int:
     from rich.live import Live
 
-    with Live(status_renderable(gather_status(conn)), refresh_per_second=4) as live:
+    with Live(status_renderable(gather_status(conn), wide=wide), refresh_per_second=4) as live:
         try:
             while True:
                 time.sleep(interval)
-                live.update(status_renderable(gather_status(conn)))
+                live.update(status_renderable(gather_status(conn), wide=wide))
         except KeyboardInterrupt:
             return 0
 
 
-def _fmt_time(t: datetime | None) -> str:
-    return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if t else "-"
+def _fmt_datetime(t: datetime | None) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S") if t else "-"
 
 
-def render_document(doc: dict[str, Any], history: list[dict[str, Any]]) -> None:
+def render_document(
+    doc: dict[str, Any],
+    history: list[dict[str, Any]],
+    *,
+    wide: bool = False,
+    console: Console | None = None,
+) -> None:
     """The document's timeline: stages with start, end, duration, attempts, errors."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
+    console = console or Console()
     console.print(
         f"[bold]{doc['id']}[/]  {markup_safe(doc['filename'])}  ({markup_safe(doc['mime_type'])},"
         f" {doc['size_bytes']} bytes)"
@@ -106,35 +195,167 @@ def render_document(doc: dict[str, Any], history: list[dict[str, Any]]) -> None:
         f"correlation {doc['correlation_id']}"
     )
     if doc["error_class"]:
-        console.print(f"[red]error[/] {doc['error_class']}: {markup_safe(doc['error_message'])}")
+        console.print(
+            f"[red]error[/] {markup_safe(doc['error_class'])}: {markup_safe(doc['error_message'])}"
+        )
     console.print(
         f"chunks {doc['chunks_embedded']}/{doc['chunks_total'] or 0} embedded  "
         f"tokens {doc['tokens_total']}  billed tokens {doc['embed_tokens']}  "
         f"cost ${float(doc['cost_usd']):.6f}"
     )
-    table = Table(title="timeline")
-    for col in ("at", "event", "stage", "from → to", "attempt", "worker", "error / details"):
-        table.add_column(col)
+    _print(console, timeline_renderable(history, wide=wide), wide=wide)
+
+
+def timeline_renderable(history: list[dict[str, Any]], *, wide: bool = False) -> RenderableType:
+    """One row per event. Times are shown as time of day; the date once in the title and
+    again in the first row of each later day."""
+    title = "timeline"
+    if history:
+        first = history[0]["at"]
+        zone = first.tzname()
+        title = f"timeline {first:%Y-%m-%d}" + (f" ({zone})" if zone else "")
+    at, event, stage, arrow, attempt, worker, note = ([] for _ in range(7))  # type: list[str]
     started: dict[str, datetime] = {}
+    day = history[0]["at"].date() if history else None
     for ev in history:
-        note = ""
+        text = ""
         if ev["error_class"]:
-            note = f"{ev['error_class']}: {ev['message'] or ''}"
+            text = f"{ev['error_class']}: {ev['message'] or ''}"
         elif ev["details"]:
-            note = ", ".join(f"{k}={v}" for k, v in ev["details"].items())
+            text = ", ".join(f"{k}={v}" for k, v in ev["details"].items())
         if ev["event"] in ("claimed", "stage_started") and ev["to_status"]:
             started[str(ev["to_status"])] = ev["at"]
         if ev["event"] == "stage_finished" and ev["stage"] in started:
             took = (ev["at"] - started.pop(ev["stage"])).total_seconds()
-            note = f"took {took:.3f}s" + (f"; {note}" if note else "")
-        arrow = f"{ev['from_status'] or ''} → {ev['to_status'] or ''}".strip()
-        table.add_row(
-            _fmt_time(ev["at"]),
-            ev["event"],
-            ev["stage"] or "",
-            arrow,
-            str(ev["attempt"] if ev["attempt"] is not None else ""),
-            markup_safe(ev["worker"] or ""),
-            markup_safe(note),
-        )
-    console.print(table)
+            text = f"took {took:.3f}s" + (f"; {text}" if text else "")
+        when = f"{ev['at']:%H:%M:%S}.{ev['at'].microsecond // 1000:03d}"
+        if ev["at"].date() != day:
+            day = ev["at"].date()
+            when = f"{day:%Y-%m-%d}\n{when}"
+        at.append(when)
+        event.append(markup_safe(ev["event"]))
+        stage.append(markup_safe(ev["stage"] or ""))
+        arrow.append(markup_safe(f"{ev['from_status'] or ''} → {ev['to_status'] or ''}".strip()))
+        attempt.append(str(ev["attempt"] if ev["attempt"] is not None else ""))
+        worker.append(markup_safe(ev["worker"] or ""))
+        note.append(markup_safe(text))
+    columns = [
+        Col("at", at, keep=9),
+        Col("event", event, keep=8),
+        Col("from → to", arrow, keep=7),
+        Col("try", attempt, keep=4, justify="right"),
+        Col("worker", worker, keep=3),
+        Col("stage", stage, keep=2),
+        Col("error / details", note, keep=10, wrap=True),
+    ]
+    return FittedTable(title, columns, wide=wide, empty="no events")
+
+
+def _print(console: Console, renderable: RenderableType, *, wide: bool) -> None:
+    # Wide lines are longer than the terminal on purpose: uncropped, for `less -S` or a file.
+    console.print(renderable, crop=not wide)
+
+
+# -- fitting tables to the terminal ---------------------------------------------
+
+# The free-text column keeps at least this many cells before other columns are dropped.
+WRAP_FLOOR = 16
+# Between two columns: a cell of padding, the (blank) separator, a cell of padding.
+COLUMN_GAP = 3
+
+
+def _cell_width(markup: str) -> int:
+    return max(cell_len(line) for line in Text.from_markup(markup).plain.split("\n"))
+
+
+@dataclass(frozen=True)
+class Col:
+    """A column and its cells (already markup-safe). ``keep``: columns with the lowest
+    are dropped first when the table does not fit. A ``wrap`` column (free text) wraps
+    between words and folds a longer word; every other column shows its cells whole."""
+
+    header: str
+    cells: list[str]
+    keep: int
+    wrap: bool = False
+    justify: Literal["left", "right"] = "left"
+
+
+class FittedTable:
+    """A table that drops its least important columns until the rest fit uncut.
+
+    Narrow: rich would otherwise shrink every column and cut names with an ellipsis.
+    ``wide``: every column, each at its full width, however wide the result."""
+
+    def __init__(self, title: str, columns: list[Col], *, wide: bool, empty: str = "") -> None:
+        self.title = title
+        self.columns = columns
+        self.wide = wide
+        self.empty = empty  # said instead of a table without rows
+
+    def _rows(self) -> int:
+        return max((len(c.cells) for c in self.columns), default=0)
+
+    def fitted(self, console: Console, options: ConsoleOptions) -> list[Col]:
+        if self.wide:
+            return list(self.columns)
+        kept = list(self.columns)
+        while len(kept) > 1 and self._min_width(kept) > options.max_width:
+            kept.remove(min(kept, key=lambda c: c.keep))
+        return kept
+
+    @staticmethod
+    def _min_width(cols: list[Col]) -> int:
+        """Cells wide enough for every whole value (the free-text column at its floor),
+        plus the padding and separator between columns (see ``_table``)."""
+        widths = [
+            WRAP_FLOOR if c.wrap else max(_cell_width(x) for x in [c.header, *c.cells])
+            for c in cols
+        ]
+        return sum(widths) + COLUMN_GAP * (len(cols) - 1)
+
+    def _table(self, cols: list[Col]) -> Table:
+        table = Table(title=self.title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        for c in cols:
+            table.add_column(c.header, justify=c.justify, no_wrap=not c.wrap, overflow="fold")
+        for i in range(self._rows()):
+            table.add_row(*(c.cells[i] for c in cols))
+        return table
+
+    def _renderable(self, console: Console, options: ConsoleOptions) -> Table | Text:
+        if self.empty and not self._rows():
+            return Text(f"{self.title}: {self.empty}")
+        return self._table(self.fitted(console, options))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        renderable = self._renderable(console, options)
+        if self.wide:
+            full = Measurement.get(console, options.update_width(10_000), renderable).maximum
+            options = options.update_width(max(options.max_width, full))
+        yield from console.render(renderable, options)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self._renderable(console, options))
+
+
+class SideBySide:
+    """Two renderables next to each other when both fit, else one above the other."""
+
+    GAP = 4
+
+    def __init__(self, left: RenderableType, right: RenderableType) -> None:
+        self.left = left
+        self.right = right
+
+    def _parts(self) -> Iterator[RenderableType]:
+        yield self.left
+        yield self.right
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        needed = sum(Measurement.get(console, options, r).maximum for r in self._parts())
+        if needed + self.GAP <= options.max_width:
+            grid = Table.grid(padding=(0, self.GAP))
+            grid.add_row(self.left, self.right)
+            yield grid
+        else:
+            yield Group(*self._parts())
