@@ -414,8 +414,10 @@ class Settings(BaseSettings):
         1024,
         ge=16,
         description="Per-worker memory (USS) ceiling: memory_strikes samples in a row above "
-        "it recycle the worker after its current batch. A worker with the local model "
-        "settles at ~760-800 MB; one with the OpenAI embedder at ~90-170 MB.",
+        "it recycle the worker after its current batch. Measured: a worker with the local "
+        "model settles at ~700 MB (706 at the end of the README's main command); one with "
+        "the OpenAI embedder peaks at ~46 MB in the pipeline benchmark, ~135 MB on a "
+        "100 MB document.",
     )
     memory_hard_mb: int = Field(
         1536,
