@@ -55,8 +55,8 @@ from ingestd.shared.telemetry.metrics import Metrics
 from ingestd.shared.tokens import get_encoding
 from ingestd.workers.base import Worker
 from ingestd.workers.context import StageContext
+from ingestd.workers.loop import close_runner
 from ingestd.workers.stages import chunk, embed, finalize, parse
-from ingestd.workers.stages.embed import close_runner
 from profiling import generators
 from profiling.bench_pipeline import start_emulator
 from profiling.scratch import drop_database, fresh_database, scratch_dir

@@ -11,7 +11,7 @@ from ingestd.shared.embedders.setup import build_embedder
 from ingestd.shared.malloc import tune_malloc
 from ingestd.shared.settings import Settings
 from ingestd.workers.base import Worker
-from ingestd.workers.stages.embed import close_runner
+from ingestd.workers.loop import close_runner
 
 
 @contextlib.contextmanager

@@ -100,7 +100,7 @@ def _main(started: Started, slot: int, owner: str) -> int:
         log.warning("fast stop")
         return EXIT_OK
     finally:
-        from ingestd.workers.stages.embed import close_runner
+        from ingestd.workers.loop import close_runner
 
         close_runner(embedder)
         worker.close()

@@ -8,7 +8,7 @@ from typing import Any
 from ingestd.shared.embedders.hashing import HashEmbedder
 from ingestd.shared.ingest import ingest_stream
 from ingestd.workers.base import Worker
-from ingestd.workers.stages.embed import close_runner
+from ingestd.workers.loop import close_runner
 
 
 def run_worker(

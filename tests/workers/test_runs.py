@@ -20,8 +20,8 @@ from ingestd.shared.telemetry.metrics import Metrics
 from ingestd.workers.base import Worker
 from ingestd.workers.context import Member, StageContext
 from ingestd.workers.drive import drive
+from ingestd.workers.loop import close_runner
 from ingestd.workers.stages import STAGES
-from ingestd.workers.stages.embed import close_runner
 from tests.workers.support import ingest_texts, run_worker
 
 OWNER = "runs:1:0:0"

@@ -33,6 +33,7 @@ from ingestd.shared.telemetry import context
 from ingestd.shared.telemetry.logs import get_logger
 from ingestd.shared.telemetry.metrics import Metrics, metric_segment
 from ingestd.workers.context import StageContext
+from ingestd.workers.loop import worker_runner
 from ingestd.workers.stages import chunk as chunk_stage
 
 log = get_logger("ingestd.worker.embed")
@@ -74,29 +75,6 @@ def run(ctx: StageContext) -> Status:
             {m.id: {"vectors_written": m.embedded} for m in ctx.members},
         )
     return Status.EMBEDDED
-
-
-_RUNNER: asyncio.Runner | None = None
-
-
-def worker_runner() -> asyncio.Runner:
-    """One event loop per worker process, kept across documents so the HTTP client's
-    connection pool (and its keep-alive sockets) is reused."""
-    global _RUNNER
-    if _RUNNER is None:
-        _RUNNER = asyncio.Runner()
-    return _RUNNER
-
-
-def close_runner(embedder: Embedder | None = None) -> None:
-    """Close the embedder's HTTP client on the loop it was used on, then the loop."""
-    global _RUNNER
-    if _RUNNER is not None:
-        aclose = getattr(embedder, "aclose", None)
-        if aclose is not None:
-            _RUNNER.run(aclose())
-        _RUNNER.close()
-        _RUNNER = None
 
 
 def _streamed(ctx: StageContext, model: str) -> tuple[Iterator[BatchItem], Store]:
@@ -229,4 +207,4 @@ async def embed_batches(
     return written
 
 
-__all__ = ["IngestError", "close_runner", "embed_batches", "run", "worker_runner"]
+__all__ = ["IngestError", "embed_batches", "run"]

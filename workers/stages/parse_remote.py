@@ -51,6 +51,7 @@ from ingestd.shared.llamaparse.setup import (
 from ingestd.shared.states import Status
 from ingestd.shared.telemetry.logs import get_logger
 from ingestd.workers.context import StageContext
+from ingestd.workers.loop import close_on_exit, worker_runner
 
 T = TypeVar("T")
 
@@ -249,8 +250,6 @@ _CLIENTS: dict[tuple[int, str, str], LlamaParseClient] = {}
 def _client(ctx: StageContext) -> LlamaParseClient:
     """One client per worker process (and event loop): its breaker and upload pacing
     span documents, and its connections are reused."""
-    from ingestd.workers.stages.embed import worker_runner
-
     runner = worker_runner()
     key_value = ctx.settings.llama_cloud_api_key
     key = (
@@ -265,13 +264,20 @@ def _client(ctx: StageContext) -> LlamaParseClient:
             if old_key[0] == key[0]:  # same loop, other configuration: close its connections
                 runner.run(old.aclose())
         client = _CLIENTS[key] = make_client(ctx.settings, ctx.metrics)
+        close_on_exit(_close_clients)
     return client
+
+
+async def _close_clients() -> None:
+    clients = list(_CLIENTS.values())
+    _CLIENTS.clear()
+    for client in clients:
+        await client.aclose()
 
 
 def _remote(ctx: StageContext, call: Callable[[], Awaitable[T]]) -> T:
     """Run one remote call on the worker's event loop, heartbeating and renewing the lease
     meanwhile; a lost lease cancels the call."""
-    from ingestd.workers.stages.embed import worker_runner
 
     async def main() -> T:
         task = asyncio.ensure_future(call())

@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 
-from ingestd.shared.embedders.hashing import HashEmbedder
 from ingestd.shared.settings import Settings
-from ingestd.workers.base import Worker
 from tests.emulators import LlamaParseEmulator, running
 from tests.emulators.llamaparse_api import DEFAULT_API_KEY, LlamaParseFault
 from tests.supervisor.http.http_harness import SECRET, AppServer, wait_for
+from tests.workers.support import run_worker
 
 MARKDOWN = (
     "# Remote parsing guide\n\n"
@@ -22,19 +21,6 @@ MARKDOWN = (
     )
     + "\n"
 ).encode()
-
-
-def run_worker(settings: Settings, db_url: str) -> None:
-    worker = Worker(
-        settings,
-        url=db_url,
-        owner="test:1:0:0",
-        embedder_factory=lambda: HashEmbedder(dimensions=384),
-    )
-    try:
-        worker.run(until_idle=True)
-    finally:
-        worker.close()
 
 
 def _doc(db: Any, doc_id: Any) -> dict[str, Any]:
