@@ -10,7 +10,7 @@ from uuid import UUID
 import psycopg
 
 from ingestd.shared.db import jobs
-from ingestd.shared.errors import IngestError, LeaseLost, unexpected
+from ingestd.shared.errors import ErrorClass, IngestError, LeaseLost, unexpected
 from ingestd.shared.settings import Settings
 from ingestd.shared.states import Status
 from ingestd.shared.telemetry import sentry
@@ -60,7 +60,11 @@ def end_attempt(
     if outcome.status is Status.FAILED:
         metrics.incr(f"documents.failed.{stage}.{cls}")
         sentry.capture_document_error(exc, stage=stage, error_class=err.error_class)
-        log.error("document failed", error_class=cls, message=err.message)
+        # Bad input is the sender's problem: a warning, not an error of the service.
+        bad_input = err.error_class is ErrorClass.INVALID_INPUT
+        (log.warning if bad_input else log.error)(
+            "document failed", error_class=cls, message=err.message
+        )
     elif outcome.status is Status.DEAD:
         metrics.incr(f"documents.dead.{cls}")
         sentry.capture_document_error(exc, stage=stage, error_class=err.error_class)

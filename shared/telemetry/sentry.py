@@ -111,9 +111,15 @@ def capture_document_error(
     exc: BaseException, *, stage: str, error_class: ErrorClass | str
 ) -> str | None:
     """Report a document that failed for good. Document and correlation ids come from
-    the bound context (``context.bind_document``). Returns the event id, if sent."""
+    the bound context (``context.bind_document``). Returns the event id, if sent.
+
+    Bad input is the sender's problem, not an incident: it is recorded on the document,
+    counted (``documents.failed.<stage>.invalid_input``) and logged, but pages nobody.
+    """
     stage = context.check_stage(stage)
     klass = str(ErrorClass(error_class))
+    if klass == ErrorClass.INVALID_INPUT:
+        return None
     with sentry_sdk.new_scope() as scope:
         scope.set_tag("stage", stage)
         scope.set_tag("error_class", klass)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sentry_sdk
 
-from ingestd.shared.errors import InvalidInput
+from ingestd.shared.errors import InvalidInput, QuotaExhausted
 from ingestd.shared.telemetry import context, logs
 from ingestd.shared.telemetry.logs import configure_logging, get_logger
 from ingestd.shared.telemetry.scrub import clear_secrets, register_secret
@@ -129,7 +129,7 @@ def ingest(monkeypatch: pytest.MonkeyPatch) -> Iterator[Ingest]:
 def _fail_embedding(chunk_text: str) -> None:
     api_key = SECRET  # a local that must not be reported
     request = {"model": "text-embedding-3-small", "input": [chunk_text], "key": api_key}
-    raise InvalidInput(f"input rejected by the API (request {len(request)} fields, key {api_key})")
+    raise QuotaExhausted(f"quota exhausted (request {len(request)} fields, key {api_key})")
 
 
 def test_document_error_is_tagged_fingerprinted_and_scrubbed(ingest: Ingest) -> None:
@@ -144,22 +144,20 @@ def test_document_error_is_tagged_fingerprinted_and_scrubbed(ingest: Ingest) -> 
             sentry_sdk.set_context("payload_info", {"content": TEXT, "size": len(TEXT)})
             try:
                 _fail_embedding(TEXT)
-            except InvalidInput as exc:
-                event_id = capture_document_error(
-                    exc, stage="embedding", error_class="invalid_input"
-                )
+            except QuotaExhausted as exc:
+                event_id = capture_document_error(exc, stage="embedding", error_class="quota")
         flush(TIMEOUT)
     finally:
         root.setLevel(level)
 
     envelope, event = ingest.next_event()
     assert event["event_id"] == event_id
-    assert event["fingerprint"] == ["ingestd", "document", "embedding", "invalid_input"]
+    assert event["fingerprint"] == ["ingestd", "document", "embedding", "quota"]
     assert event["tags"] == event["tags"] | {
         "role": "worker",
         "worker_slot": "2",
         "stage": "embedding",
-        "error_class": "invalid_input",
+        "error_class": "quota",
         "document_id": DOC,
         "correlation_id": CORR,
     }
@@ -173,7 +171,7 @@ def test_document_error_is_tagged_fingerprinted_and_scrubbed(ingest: Ingest) -> 
         for frame in value["stacktrace"]["frames"]:
             assert "vars" not in frame
     (exc_value,) = event["exception"]["values"]
-    assert exc_value["type"] == "InvalidInput"
+    assert exc_value["type"] == "QuotaExhausted"
     assert exc_value["value"].endswith("key [REDACTED])")
     crumbs = event["breadcrumbs"]["values"]
     log_crumb = next(c for c in crumbs if c.get("message") == "embedding batch")
@@ -183,6 +181,20 @@ def test_document_error_is_tagged_fingerprinted_and_scrubbed(ingest: Ingest) -> 
     http_crumb = next(c for c in crumbs if c.get("category") == "http")
     assert http_crumb["data"] == {"body": f"[withheld: {len(TEXT)} chars]", "url": "/v1"}
     assert event["contexts"]["payload_info"]["content"] == f"[withheld: {len(TEXT)} chars]"
+
+
+def test_bad_input_pages_nobody(ingest: Ingest) -> None:
+    with context.bind_document(DOC, CORR):
+        skipped = capture_document_error(
+            InvalidInput("not valid UTF-8"), stage="parsing", error_class="invalid_input"
+        )
+        sent = capture_document_error(
+            QuotaExhausted("quota exhausted"), stage="parsing", error_class="quota"
+        )
+    flush(TIMEOUT)
+    assert skipped is None and sent is not None
+    _, event = ingest.next_event()  # events arrive in order: the first one is the quota's
+    assert event["event_id"] == sent
 
 
 def test_worker_death_is_reported_by_the_supervisor(ingest: Ingest) -> None:

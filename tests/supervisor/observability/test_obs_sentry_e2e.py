@@ -1,7 +1,7 @@
 """Sentry, end to end: a real ``ingestd run`` reports to a local HTTP server standing in for
 Sentry's ingest. A document that fails for good is one event, tagged with its correlation
-id and stage, carrying neither document text nor the API key; a worker killed under a
-document is one event from the supervisor."""
+id and stage, carrying neither document text nor the API key (bad input is none); a worker
+killed under a document is one event from the supervisor."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tests.supervisor.observability.obs_support import Daemon, SentryIngest, wai
 BAD_MARKER = "Quarterly figures for the Tamarind acquisition"
 GOOD_MARKER = "The lighthouse keeper logs every passing schooner"
 BAD = (BAD_MARKER + " are attached below.\n").encode() + b"\xff\xfe broken\n"
+WRONG_KEY = "sk-not-the-account-key-0123456789"
 GOOD = "\n\n".join(f"# Part {i}\n\n{GOOD_MARKER}, entry {i}." for i in range(4)).encode()
 
 
@@ -49,7 +50,7 @@ def _correlation_id(conn: psycopg.Connection[Any], doc_id: object) -> str:
     return str(row["correlation_id"])
 
 
-def test_failed_document_is_one_scrubbed_tagged_event(
+def test_a_document_failed_for_good_is_one_event_bad_input_is_none(
     daemon_env: dict[str, str],
     start_daemon: Callable[..., Daemon],
     sentry_ingest: SentryIngest,
@@ -57,31 +58,42 @@ def test_failed_document_is_one_scrubbed_tagged_event(
     ingest_bytes: Callable[..., IngestResult],
     conn: psycopg.Connection[Any],
 ) -> None:
+    """The API refuses our key (auth: someone must act) for the good document; the bad
+    one fails while parsing (invalid_input: the sender's problem, recorded, not paged)."""
     bad = ingest_bytes(BAD, "bad.txt", "text/plain")
     good = ingest_bytes(GOOD, "good.md", "text/markdown")
-    env = {**_openai_env(daemon_env, openai_emulator, sentry_ingest.dsn), "INGESTD_WORKERS": "1"}
+    env = {
+        **_openai_env(daemon_env, openai_emulator, sentry_ingest.dsn),
+        "OPENAI_API_KEY": WRONG_KEY,
+        "INGESTD_WORKERS": "1",
+    }
     daemon = start_daemon(env)
     assert daemon.wait_exit() == EXIT_OK, daemon.tail()
 
-    statuses = {
-        r["id"]: r["status"]
-        for r in conn.execute("SELECT id, status::text AS status FROM documents")
+    rows = {
+        r["id"]: (r["status"], r["error_class"])
+        for r in conn.execute("SELECT id, status::text AS status, error_class FROM documents")
     }
-    assert statuses == {bad.document_id: "failed", good.document_id: "complete"}
+    assert rows == {
+        bad.document_id: ("failed", "invalid_input"),
+        good.document_id: ("failed", "auth"),
+    }
 
     # The worker flushes before it exits, so everything it sent has arrived.
     events = sentry_ingest.events()
     assert len(events) == 1, [e.get("tags") for e in events]
     (event,) = events
     tags = event["tags"]
-    assert tags["correlation_id"] == _correlation_id(conn, bad.document_id)
-    assert tags["document_id"] == str(bad.document_id)
-    assert tags["stage"] == "parsing"
-    assert tags["error_class"] == "invalid_input"
+    assert tags["correlation_id"] == _correlation_id(conn, good.document_id)
+    assert tags["document_id"] == str(good.document_id)
+    assert tags["stage"] == "embedding"
+    assert tags["error_class"] == "auth"
     assert tags["role"] == "worker"
     assert event["environment"] == "e2e"
     assert event["release"] == f"ingestd@{version('ingestd')}"
     _assert_clean(sentry_ingest)
+    for envelope in sentry_ingest.received():
+        assert WRONG_KEY.encode() not in envelope.raw
 
 
 def test_killed_worker_is_reported_by_the_supervisor(
