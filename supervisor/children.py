@@ -79,8 +79,6 @@ class Reason(StrEnum):
 
 
 _PLANNED = frozenset({Reason.RECYCLE, Reason.RELOAD, Reason.SCALE_DOWN, Reason.SHUTDOWN})
-KILL_REASONS = frozenset({Reason.MEMORY, Reason.HEARTBEAT, Reason.DEADLINE})
-
 # How the documents a dead worker still held are released. None: without counting an
 # attempt (the stop was ours, or the configuration is broken — not the document's fault).
 # A stale heartbeat has no class of its own: the process stopped working, as in a crash;

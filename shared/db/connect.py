@@ -8,7 +8,6 @@ from typing import Any
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
 
 from ingestd.shared.db.embedded import embedded_url
 from ingestd.shared.settings import Settings
@@ -34,17 +33,3 @@ def connect(
     )
     _configure(conn)
     return conn
-
-
-def make_pool(
-    url: str, *, min_size: int = 1, max_size: int = 4, name: str = "ingestd"
-) -> ConnectionPool:
-    return ConnectionPool(
-        url,
-        min_size=min_size,
-        max_size=max_size,
-        kwargs={"row_factory": dict_row, "application_name": name},
-        configure=_configure,
-        open=True,
-        name=name,
-    )

@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 
 from ingestd.shared.errors import CircuitOpen, RateLimited, TransientError
 from ingestd.shared.resilience import AttemptEvent
 from ingestd.shared.telemetry.api_metrics import attempt_metrics
-from ingestd.shared.telemetry.metrics import Metrics
-
-
-@pytest.fixture
-def sink() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    yield sock
-    sock.close()
+from tests.shared.telemetry.statsd_sink import client, recv
 
 
 def sent(sock: socket.socket) -> list[str]:
+    """Every line the sink received, and proof that nothing more is on its way."""
     out: list[str] = []
+    sock.setblocking(False)  # loopback datagrams are queued by the time send() returns
     while True:
         try:
-            data, _ = sock.recvfrom(65535)
+            out.extend(recv(sock).splitlines())
         except BlockingIOError:
             return out
-        out.extend(data.decode("ascii").splitlines())
 
 
 def names(lines: list[str]) -> list[str]:
@@ -37,11 +28,8 @@ def names(lines: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("service", ["openai", "llamaparse"])
-def test_each_outcome_counts_what_happened(sink: socket.socket, service: str) -> None:
-    port = sink.getsockname()[1]
-    on_event = attempt_metrics(
-        Metrics.from_settings("127.0.0.1", port, "ingestd", "worker", 0), service
-    )
+def test_each_outcome_counts_what_happened(statsd_server: socket.socket, service: str) -> None:
+    on_event = attempt_metrics(client(statsd_server), service)
     http_503 = TransientError("503 from the service")
     http_503.http_status = 503
 
@@ -51,7 +39,7 @@ def test_each_outcome_counts_what_happened(sink: socket.socket, service: str) ->
     on_event(AttemptEvent("embed", 2, "rejected", RateLimited("budget spent")))
     on_event(AttemptEvent("embed", 3, "success", elapsed=0.1))
 
-    assert names(sent(sink)) == [
+    assert names(sent(statsd_server)) == [
         f"api.{service}.latency",
         f"api.{service}.retries",
         f"api.{service}.status.503",
