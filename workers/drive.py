@@ -153,7 +153,8 @@ def _run_stage(ctx: StageContext, set_title: Callable[[str], None], *, first: bo
         elapsed = time.perf_counter() - started
         ctx.metrics.timing(f"stage.{stage}.duration", elapsed * 1000)
         if ctx.together:
-            ctx.metrics.timing("group.documents", documents_in)
+            ctx.metrics.incr("group.stages")
+            ctx.metrics.incr("group.documents", documents_in)
         now = ctx.members or ctx.left
         log.info(
             "stage finished",

@@ -139,7 +139,14 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "stage attempts that ended in a scheduled retry",
     ),
     MetricSpec("stage.<stage>.duration", T, "ms", "wall time of one stage attempt"),
-    MetricSpec("group.documents", T, "documents", "documents in a group at the end of a stage"),
+    MetricSpec(
+        "group.documents",
+        C,
+        "documents",
+        "documents that ended a stage inside a group; mean group size = "
+        "`divideSeries(group.documents, group.stages)`",
+    ),
+    MetricSpec("group.stages", C, "stages", "stages run by a group (one per group per stage)"),
     MetricSpec(
         "group.split",
         C,
@@ -147,9 +154,25 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "groups whose stage crashed and whose members went on one by one",
     ),
     # Embedding batches.
-    MetricSpec("embed.batch.inputs", T, "inputs", "inputs per embedding request (distribution)"),
     MetricSpec(
-        "embed.batch.tokens", T, "tokens", "estimated tokens per embedding request (distribution)"
+        "embed.requests",
+        C,
+        "requests",
+        "embedding requests whose vectors were stored (one per batch; retries are in "
+        "`api.<service>.retries`)",
+    ),
+    MetricSpec(
+        "embed.inputs",
+        C,
+        "inputs",
+        "texts embedded; inputs per request = `divideSeries(embed.inputs, embed.requests)`",
+    ),
+    MetricSpec(
+        "embed.tokens_estimated",
+        C,
+        "tokens",
+        "tokens embedded as counted locally (tiktoken) before sending; tokens per request = "
+        "`divideSeries(embed.tokens_estimated, embed.requests)`; billed: `tokens.<model>`",
     ),
     # Remote APIs.
     MetricSpec("api.<service>.latency", T, "ms", "latency of one HTTP request to the service"),
@@ -319,8 +342,8 @@ class Metrics:
             self._client.gauge(name, value, delta=delta)
 
     def timing(self, name: str, value: float, rate: float = 1.0) -> None:
-        """Record a timer sample: milliseconds for durations, or a count for size
-        distributions such as ``embed.batch.inputs``."""
+        """Record a duration in milliseconds. Counts are counters (``incr``), never
+        timers: statsd and Graphite treat every timer sample as milliseconds."""
         if self._check(name, MetricType.TIMER) and self._client is not None:
             self._client.timing(name, value, rate)
 

@@ -75,6 +75,11 @@ def test_every_source_package_and_data_file_ships(wheel: zipfile.ZipFile) -> Non
     assert migrations
     for name in migrations:
         assert f"ingestd/shared/db/migrations/{name}" in names
+    # The Grafana dashboard and alert rules ship beside the metric catalogue they chart.
+    grafana = sorted(p.name for p in (ROOT / "shared/telemetry/grafana").iterdir())
+    assert grafana == ["alerts.yaml", "dashboard.json"]
+    for name in grafana:
+        assert f"ingestd/shared/telemetry/grafana/{name}" in names
 
 
 def test_test_doubles_do_not_ship(wheel: zipfile.ZipFile) -> None:

@@ -171,8 +171,9 @@ async def embed_batches(
         vectors = validate_embeddings(vectors, len(batch), embedder.dimensions)
         n = store(batch, vectors)
         tokens = sum(b.token_count for b in batch)
-        metrics.timing("embed.batch.inputs", len(batch))
-        metrics.timing("embed.batch.tokens", tokens)
+        metrics.incr("embed.requests")
+        metrics.incr("embed.inputs", len(batch))
+        metrics.incr("embed.tokens_estimated", tokens)
         metrics.incr(f"tokens.{metric_segment(model)}", tokens)
         metrics.incr(
             f"cost.{metric_segment(model)}.microusd", round(cost_usd(model, tokens) * 1_000_000)

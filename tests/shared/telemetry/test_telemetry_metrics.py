@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -39,8 +40,8 @@ def test_counter_gauge_timer_wire_format(statsd_server: socket.socket) -> None:
     assert recv(statsd_server) == "ingestd.worker.3.uss:123456789|g"
     m.timing("api.openai.latency", 12.5)
     assert recv(statsd_server) == "ingestd.api.openai.latency:12.500000|ms"
-    m.timing("embed.batch.inputs", 2048)
-    assert recv(statsd_server) == "ingestd.embed.batch.inputs:2048.000000|ms"
+    m.incr("embed.inputs", 2048)
+    assert recv(statsd_server) == "ingestd.embed.inputs:2048|c"
     m.incr(f"tokens.{metric_segment('text-embedding-3-small')}", 1500)
     assert recv(statsd_server) == "ingestd.tokens.text-embedding-3-small:1500|c"
     m.close()
@@ -88,6 +89,8 @@ def test_strict_mode_rejects_unknown_names_and_wrong_types(statsd_server: socket
         m.incr("tokens.text-embedding.3")  # a raw dotted model name would split the path
     with pytest.raises(UnknownMetric, match="is a gauge, not a counter"):
         m.incr("queue.depth.queued")
+    with pytest.raises(UnknownMetric, match="is a counter, not a timer"):
+        m.timing("embed.inputs", 2048)  # a count sent as a timer would read as ms
     with (
         pytest.raises(UnknownMetric, match="is a counter, not a timer"),
         m.timer("documents.completed"),
@@ -177,9 +180,11 @@ EXAMPLES = {
     "documents.retried.<stage>.<error_class>": "documents.retried.embedding.rate_limited",
     "stage.<stage>.duration": "stage.finalizing.duration",
     "group.documents": "group.documents",
+    "group.stages": "group.stages",
     "group.split": "group.split",
-    "embed.batch.inputs": "embed.batch.inputs",
-    "embed.batch.tokens": "embed.batch.tokens",
+    "embed.requests": "embed.requests",
+    "embed.inputs": "embed.inputs",
+    "embed.tokens_estimated": "embed.tokens_estimated",
     "api.<service>.latency": "api.llamaparse.latency",
     "api.<service>.status.<code>": "api.openai.status.503",
     "api.<service>.errors.<error_class>": "api.openai.errors.transient",
@@ -227,3 +232,20 @@ def test_catalogue_markdown_documents_every_metric() -> None:
         row = next(line for line in lines if line.startswith(f"| `{spec.pattern}` |"))
         assert f"| {spec.type} |" in row
     assert "| `<stage>` | active stage: parsing, chunking, embedding, finalizing |" in lines
+
+
+def test_timers_are_durations_in_milliseconds() -> None:
+    # statsd and Graphite read every timer sample as milliseconds: a count sent as a
+    # timer gets wrong aggregates (stats.timers.*.sum_ps, .upper_95 in "ms").
+    for spec in CATALOGUE:
+        if spec.type is MetricType.TIMER:
+            assert spec.unit == "ms", f"{spec.pattern} is a timer of {spec.unit}"
+
+
+def test_readme_metrics_table_is_the_rendered_catalogue() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    assert render_catalogue_markdown() in readme, (
+        "README's metrics table differs from the catalogue; paste the output of "
+        "python -c 'from ingestd.shared.telemetry.metrics import render_catalogue_markdown as r; "
+        "print(r())'"
+    )

@@ -75,8 +75,9 @@ def test_statsd_metrics_of_a_run_are_catalogued_and_complete(
         "stage.chunking.duration": "ms",
         "stage.embedding.duration": "ms",
         "stage.finalizing.duration": "ms",
-        "embed.batch.inputs": "ms",
-        "embed.batch.tokens": "ms",
+        "embed.requests": "c",
+        "embed.inputs": "c",
+        "embed.tokens_estimated": "c",
         "api.openai.latency": "ms",
         "api.openai.status.200": "c",
         "api.openai.retries": "c",
@@ -98,6 +99,9 @@ def test_statsd_metrics_of_a_run_are_catalogued_and_complete(
     assert total("documents.completed") == 1
     assert total("documents.failed.parsing.invalid_input") == 1
     assert total("api.openai.retries") == 1
+    # One embedding request per stored batch; the retried 503 is not a second request.
+    assert total("embed.requests") == openai_emulator.stats.count(200)
+    assert total("embed.inputs") == openai_emulator.stats.inputs_served
     # The tokens counted are the tokens the API billed.
     assert total(f"tokens.{model}") == openai_emulator.stats.tokens_served
     # The 503 was a response: per the catalogue ("responses by HTTP status code") it is
