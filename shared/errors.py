@@ -118,3 +118,9 @@ class ConfigError(Exception):
 
 class LeaseLost(Exception):
     """Another worker now owns the document (our lease expired): abandon it quietly."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line (PostgreSQL's detail lines can quote data), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import conninfo
 
 from ingestd.shared.db.connect import connect
+from ingestd.shared.errors import first_line
 from ingestd.shared.settings import Settings
 from ingestd.shared.telemetry.logs import get_logger
 
@@ -84,12 +85,6 @@ def bounded(url: str) -> str:
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
     params.setdefault("tcp_user_timeout", TCP_USER_TIMEOUT_MS)
     return conninfo.make_conninfo(**params)
-
-
-def first_line(exc: BaseException) -> str:
-    """An error's first line (PostgreSQL's detail lines can quote data), or its type."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_embedding_space(url: str, settings: Settings) -> None:

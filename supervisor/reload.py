@@ -18,12 +18,12 @@ import psycopg
 
 from ingestd.shared.db.connect import database_url
 from ingestd.shared.db.migrate import migrate
-from ingestd.shared.errors import ConfigError
+from ingestd.shared.errors import ConfigError, first_line
 from ingestd.shared.settings import Settings, load_settings
 from ingestd.shared.telemetry.logs import configure_logging as _configure_logging
 from ingestd.shared.telemetry.metrics import Metrics
 from ingestd.supervisor.children import Child, Kind, Reason
-from ingestd.supervisor.database import check_embedding_space, first_line
+from ingestd.supervisor.database import check_embedding_space
 from ingestd.supervisor.watch import unclaimed
 
 

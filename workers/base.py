@@ -8,10 +8,11 @@ travel through the stages together as one run, anything else as a run of one
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -19,6 +20,8 @@ from ingestd.shared.channel import WorkerChannel
 from ingestd.shared.db import documents, jobs
 from ingestd.shared.db.connect import connect
 from ingestd.shared.embedders.base import Embedder
+from ingestd.shared.errors import first_line
+from ingestd.shared.resilience.backoff import Backoff
 from ingestd.shared.settings import Settings
 from ingestd.shared.telemetry.logs import get_logger
 from ingestd.shared.telemetry.metrics import Metrics
@@ -28,6 +31,11 @@ from ingestd.workers.maintenance import IndexMaintainer, maybe_build_index
 from ingestd.workers.recording import memray_recording
 
 log = get_logger("ingestd.worker")
+
+T = TypeVar("T")
+# Waiting for a database that went away: quick at first (a restart takes about a
+# second), then no more than one reconnect per worker every 30 s.
+DATABASE_BACKOFF = Backoff(base=0.5, cap=30.0)
 
 
 class Worker:
@@ -94,45 +102,120 @@ class Worker:
     # -- the loop -------------------------------------------------------------
 
     def run(self, *, until_idle: bool = False) -> int:
-        """Work until asked to stop (or, with ``until_idle``, until nothing is runnable)."""
-        self.prepare()
+        """Work until asked to stop (or, with ``until_idle``, until nothing is runnable).
+
+        A lost database connection is an outage to ride out, not a crash: the worker
+        waits with backoff (heartbeating, so the supervisor keeps it), reconnects, gives
+        back what it held without charging an attempt, and goes on. Exiting instead made
+        every worker of the host die together, which the supervisor took for a crash loop.
+        """
+        self._riding_out_outages(self.prepare)
         self._set_title("idle")
-        next_reap = 0.0
+        self._next_reap = 0.0
         while not self.stop.graceful:
-            self.channel.beat()
-            now = time.monotonic()
-            reap = now >= next_reap
-            if reap:
-                # Expired leases are looked for on a timer, not on every claim.
-                next_reap = now + max(self.settings.lease_seconds / 4, 0.05)
-            claimed = jobs.claim(
-                self.conn,
-                self.owner,
-                limit=self.settings.claim_batch,
-                lease_seconds=self.settings.lease_seconds,
-                max_attempts=self.settings.max_attempts,
-                reap=reap,
-                max_bytes=self.settings.claim_max_bytes,
-            )
-            if not claimed:
-                if until_idle:
-                    maybe_build_index(self.url, min_rows=self.settings.index_min_rows)
-                    break
-                self.maintainer.poke(now)
-                # Wake at least every second to heartbeat while idle.
-                self._wait_for_work(min(self.settings.poll_seconds, 1.0))
-                continue
-            runs = self._runs(claimed)
-            for i, run in enumerate(runs):
-                if self.stop.graceful:
-                    for rest in runs[i:]:
-                        for c in rest:
-                            jobs.release(self.conn, c.id, self.owner, reason=self.stop.reason)
-                    break
-                self.process(run)
+            if not self._riding_out_outages(lambda: self._step(until_idle)):
+                break
         self._set_title("stopping")
         self.channel.beat(event="stopping")
         return 0
+
+    def _step(self, until_idle: bool) -> bool:
+        """One claim and the runs it makes; False when the loop should end."""
+        self.channel.beat()
+        now = time.monotonic()
+        reap = now >= self._next_reap
+        if reap:
+            # Expired leases are looked for on a timer, not on every claim.
+            self._next_reap = now + max(self.settings.lease_seconds / 4, 0.05)
+        claimed = jobs.claim(
+            self.conn,
+            self.owner,
+            limit=self.settings.claim_batch,
+            lease_seconds=self.settings.lease_seconds,
+            max_attempts=self.settings.max_attempts,
+            reap=reap,
+            max_bytes=self.settings.claim_max_bytes,
+        )
+        if not claimed:
+            if until_idle:
+                maybe_build_index(self.url, min_rows=self.settings.index_min_rows)
+                return False
+            self.maintainer.poke(now)
+            # Wake at least every second to heartbeat while idle.
+            self._wait_for_work(min(self.settings.poll_seconds, 1.0))
+            return True
+        runs = self._runs(claimed)
+        for i, run in enumerate(runs):
+            if self.stop.graceful:
+                for rest in runs[i:]:
+                    for c in rest:
+                        jobs.release(self.conn, c.id, self.owner, reason=self.stop.reason)
+                break
+            self.process(run)
+        return True
+
+    def _riding_out_outages(self, work: Callable[[], T]) -> T | None:
+        """``work()``, again after each database outage it meets; None if asked to stop
+        while the database was away."""
+        while True:
+            try:
+                return work()
+            except psycopg.Error as exc:
+                if not self._database_away(exc):
+                    raise
+                if not self._reconnect(exc):
+                    return None
+
+    def _database_away(self, exc: psycopg.Error) -> bool:
+        # Only a connection that broke or could not be made is an outage: a statement
+        # error (a constraint, a timeout, a serialization failure) on a live one is the
+        # work's own failure.
+        if not isinstance(exc, psycopg.OperationalError):
+            return False
+        return self._conn is None or any(
+            c is not None and c.closed for c in (self._conn, self._listener)
+        )
+
+    def _reconnect(self, exc: psycopg.Error) -> bool:
+        """Wait for the database with backoff; True once reconnected (with this worker's
+        leases given back), False if a stop was asked meanwhile."""
+        self.close()
+        self._conn = self._listener = None
+        lost_at = time.monotonic()
+        log.warning("database unreachable; waiting to reconnect", error=first_line(exc))
+        self.metrics.incr("db.reconnects")
+        self._set_title("waiting for the database")
+        for attempt in itertools.count(1):
+            if not self._wait(DATABASE_BACKOFF.delay(attempt)):
+                return False
+            try:
+                released = jobs.release_owned(
+                    self.conn, self.owner, reason="the worker's database connection was lost"
+                )
+            except psycopg.OperationalError as again:
+                self.close()
+                self._conn = None
+                log.debug("database still unreachable", error=first_line(again), attempt=attempt)
+                continue
+            log.info(
+                "database reachable again",
+                outage_seconds=round(time.monotonic() - lost_at, 1),
+                released=released,
+            )
+            self._set_title("idle")
+            return True
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` in heartbeat-sized slices; False as soon as a stop is asked."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.graceful:
+            self.channel.beat()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            time.sleep(min(left, 1.0))
+        return False
 
     def _runs(self, claimed: list[jobs.Claimed]) -> list[list[jobs.Claimed]]:
         """Fresh small documents travel together; anything else goes alone. A profile

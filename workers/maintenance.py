@@ -17,6 +17,7 @@ import psycopg
 from ingestd.shared.db import vector_index
 from ingestd.shared.db.connect import connect
 from ingestd.shared.db.vector_index import INDEX_NAME, index_state
+from ingestd.shared.errors import first_line
 from ingestd.shared.telemetry.logs import get_logger
 
 # The index's name and state are re-exported: callers ask the maintenance module.
@@ -69,4 +70,4 @@ class IndexMaintainer:
             maybe_build_index(self.url, min_rows=self.min_rows)
         except psycopg.Error as exc:
             # Reported, not fatal: search works without the index, only slower.
-            log.error("building the HNSW index failed", error=str(exc).splitlines()[0])
+            log.error("building the HNSW index failed", error=first_line(exc))

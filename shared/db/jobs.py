@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ingestd.shared.db.attempts import SQL_FUNCTION, Decision, Ending, decide
+from ingestd.shared.db.reports import leased_by
 from ingestd.shared.errors import ErrorClass, IngestError, LeaseLost
 from ingestd.shared.resilience.backoff import document_backoff
 from ingestd.shared.states import ACTIVE, ACTIVE_OF, RESTING_OF, RUNNABLE, Status, is_handover
@@ -552,15 +553,15 @@ def release_worker_leases(
     retry_cap: float,
 ) -> list[tuple[UUID, Outcome]]:
     """Release every document a dead worker held, counting the attempt at once."""
-    rows = conn.execute("SELECT id FROM documents WHERE lease_owner = %s", (worker,)).fetchall()
+    held = leased_by(conn, worker)
     if not conn.autocommit:
         conn.commit()
     released = []
-    for r in rows:
+    for doc_id in held:
         try:
             outcome = end_attempt(
                 conn,
-                r["id"],
+                doc_id,
                 owner=None,
                 active_status=None,
                 error=IngestError(message, error_class=error_class),
@@ -571,8 +572,14 @@ def release_worker_leases(
             )
         except LeaseLost:
             continue  # reclaimed or finished meanwhile
-        released.append((r["id"], outcome))
+        released.append((doc_id, outcome))
     return released
+
+
+def release_owned(conn: psycopg.Connection[Any], owner: str, *, reason: str) -> int:
+    """Give back, without counting an attempt, every document ``owner`` still leases
+    (a live worker whose connection broke mid-run: the cause is not the document)."""
+    return sum(release(conn, doc_id, owner, reason=reason) for doc_id in leased_by(conn, owner))
 
 
 def release(conn: psycopg.Connection[Any], doc_id: UUID, owner: str, *, reason: str) -> bool:

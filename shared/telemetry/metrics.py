@@ -211,6 +211,9 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "leases.lost", C, "documents", "documents a worker let go because another had taken them"
     ),
+    MetricSpec(
+        "db.reconnects", C, "outages", "times a worker lost its database connection and waited"
+    ),
 )
 
 del C, G, T
