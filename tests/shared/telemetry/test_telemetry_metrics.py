@@ -201,6 +201,7 @@ EXAMPLES = {
     "queue.oldest_runnable_age": "queue.oldest_runnable_age",
     "leases.expired": "leases.expired",
     "leases.lost": "leases.lost",
+    "db.reconnects": "db.reconnects",
 }
 
 
