@@ -41,7 +41,7 @@ def _consume(url: str, owner: str, batch: int, barrier: Any, out: Any) -> None:
     started = time.perf_counter()
     n = 0
     while True:
-        got = jobs.claim(conn, owner, limit=batch, lease_seconds=300, max_attempts=5)
+        got = jobs.claim(conn, owner, limit=batch, lease_seconds=300)
         if not got:
             break
         n += len(got)

@@ -355,7 +355,6 @@ class Pipeline:
             self.owner,
             limit=1,
             lease_seconds=self.settings.lease_seconds,
-            max_attempts=self.settings.max_attempts,
         )
         if [c.id for c in claimed] != [self.doc_id]:
             raise RuntimeError(f"expected to claim {self.doc_id}, got {claimed}")

@@ -123,17 +123,17 @@ class Worker:
         """One claim and the runs it makes; False when the loop should end."""
         self.channel.beat()
         now = time.monotonic()
-        reap = now >= self._next_reap
-        if reap:
+        if now >= self._next_reap:
             # Expired leases are looked for on a timer, not on every claim.
             self._next_reap = now + max(self.settings.lease_seconds / 4, 0.05)
+            expired = jobs.reap_expired(self.conn, max_attempts=self.settings.max_attempts)
+            if expired:
+                self.metrics.incr("leases.expired", expired)
         claimed = jobs.claim(
             self.conn,
             self.owner,
             limit=self.settings.claim_batch,
             lease_seconds=self.settings.lease_seconds,
-            max_attempts=self.settings.max_attempts,
-            reap=reap,
             max_bytes=self.settings.claim_max_bytes,
         )
         if not claimed:

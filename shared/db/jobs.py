@@ -159,16 +159,13 @@ def claim(
     *,
     limit: int = 1,
     lease_seconds: float,
-    max_attempts: int,
-    reap: bool = False,
     max_bytes: int | None = None,
 ) -> list[Claimed]:
     """Claim up to ``limit`` runnable documents under a lease.
 
     One statement, so one transaction even on an autocommit connection: the
     rows are locked, stamped with our lease and logged before anyone else can
-    see them. ``reap`` first requeues expired leases (workers do that on a
-    timer, not on every claim). ``max_bytes`` bounds the summed size of the
+    see them. ``max_bytes`` bounds the summed size of the
     documents taken, the first excepted.
     """
     params = {
@@ -177,8 +174,6 @@ def claim(
         "lease": lease_seconds,
         "max_bytes": max_bytes if max_bytes is not None else 2**62,
     }
-    if reap:
-        reap_expired(conn, max_attempts=max_attempts)
     # One statement is its own transaction on an autocommit connection. Workers run
     # their sessions with asynchronous commit, which is safe for a claim: if the
     # server crashes before it is flushed, the claim is simply lost and the document

@@ -64,7 +64,6 @@ def _claim_one(settings: Settings, owner: str) -> tuple[Any, jobs.Claimed | None
         owner,
         limit=1,
         lease_seconds=settings.lease_seconds,
-        max_attempts=settings.max_attempts,
     )
     return conn, (claimed[0] if claimed else None)
 
@@ -255,7 +254,6 @@ def pipeline(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
             owner,
             limit=1,
             lease_seconds=settings.lease_seconds,
-            max_attempts=settings.max_attempts,
         )
         for c in claimed:
             status = c.status

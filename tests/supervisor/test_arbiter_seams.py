@@ -219,7 +219,7 @@ def test_a_dead_workers_documents_wait_for_the_database_and_are_released_when_it
     settings = make_settings(max_attempts=3)
     doc = ingest_bytes(b"hello supervisor").document_id
     owner = "host:1:0:1"
-    claimed = jobs.claim(conn, owner, limit=1, lease_seconds=60.0, max_attempts=3)
+    claimed = jobs.claim(conn, owner, limit=1, lease_seconds=60.0)
     assert [c.id for c in claimed] == [doc]
     db = FlakyDatabase(database_url(settings))
     deaths = Deaths(db, settings, Metrics(None, role="supervisor"))

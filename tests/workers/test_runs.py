@@ -49,7 +49,7 @@ def _notes(n: int) -> dict[str, bytes]:
 
 def _run_of(conn: Any, settings: Any, n: int, *, metrics: Metrics | None = None) -> StageContext:
     """``n`` freshly claimed documents as one run, in ``parsing``."""
-    claimed = jobs.claim(conn, OWNER, limit=n, lease_seconds=60, max_attempts=5)
+    claimed = jobs.claim(conn, OWNER, limit=n, lease_seconds=60)
     assert len(claimed) == n
     rows = documents.leased(conn, [c.id for c in claimed], OWNER, Status.PARSING)
     return StageContext(

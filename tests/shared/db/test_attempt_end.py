@@ -65,7 +65,7 @@ def test_the_reaper_kills_by_the_same_rule_as_the_worker(conn, ingest_bytes) -> 
     reaped = ingest_bytes(b"reaped").document_id
     ended = ingest_bytes(b"ended").document_id
     conn.execute("UPDATE documents SET attempts = 2")
-    got = {c.id: c for c in jobs.claim(conn, "w", limit=2, lease_seconds=60, max_attempts=3)}
+    got = {c.id: c for c in jobs.claim(conn, "w", limit=2, lease_seconds=60)}
     assert set(got) == {reaped, ended}
     conn.execute(
         "UPDATE documents SET lease_expires_at = now() - interval '1 second' WHERE id = %s",

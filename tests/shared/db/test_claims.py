@@ -21,7 +21,7 @@ def _claim_all(url: str, owner: str, batch: int, barrier, out) -> None:
     barrier.wait()
     got: list[str] = []
     while True:
-        claimed = jobs.claim(conn, owner, limit=batch, lease_seconds=300, max_attempts=5)
+        claimed = jobs.claim(conn, owner, limit=batch, lease_seconds=300)
         if not claimed:
             break
         got.extend(str(c.id) for c in claimed)
@@ -53,7 +53,7 @@ def test_concurrent_claimers_never_share_a_document(conn, db_url, ingest_bytes, 
 
 def _claim_and_hang(url: str, ready) -> None:
     conn = connect(url, autocommit=True)
-    claimed = jobs.claim(conn, "doomed", limit=1, lease_seconds=0.5, max_attempts=5)
+    claimed = jobs.claim(conn, "doomed", limit=1, lease_seconds=0.5)
     ready.put(str(claimed[0].id))
     signal.pause()
 
@@ -61,7 +61,8 @@ def _claim_and_hang(url: str, ready) -> None:
 def _wait_for_claim(conn, owner: str, *, max_attempts: int = 5, timeout: float = 20.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        got = jobs.claim(conn, owner, lease_seconds=60, max_attempts=max_attempts, reap=True)
+        jobs.reap_expired(conn, max_attempts=max_attempts)
+        got = jobs.claim(conn, owner, lease_seconds=60)
         if got:
             return got
         # The lease is a wall-clock deadline in the database; wait on its clock.
@@ -98,7 +99,7 @@ def test_poison_document_ends_dead_after_max_attempts(conn, ingest_bytes) -> Non
     doc = ingest_bytes(b"poison").document_id
     max_attempts = 3
     for attempt in range(1, max_attempts + 1):
-        claimed = jobs.claim(conn, "w", lease_seconds=0.01, max_attempts=max_attempts)
+        claimed = jobs.claim(conn, "w", lease_seconds=0.01)
         assert [c.id for c in claimed] == [doc], f"attempt {attempt}"
         conn.execute("SELECT pg_sleep(0.02)")  # let the 10 ms lease lapse on the DB clock
         jobs.reap_expired(conn, max_attempts=max_attempts)
@@ -108,13 +109,13 @@ def test_poison_document_ends_dead_after_max_attempts(conn, ingest_bytes) -> Non
     assert row["status"] == "dead"
     assert row["attempts"] == max_attempts
     assert row["error_class"] == "lease_expired"
-    assert jobs.claim(conn, "w", lease_seconds=60, max_attempts=max_attempts) == []
+    assert jobs.claim(conn, "w", lease_seconds=60) == []
 
 
 def test_transient_error_retries_with_backoff_then_dead(conn, ingest_bytes) -> None:
     doc = ingest_bytes(b"flaky").document_id
     for attempt in (1, 2):
-        (c,) = jobs.claim(conn, "w", lease_seconds=60, max_attempts=3)
+        (c,) = jobs.claim(conn, "w", lease_seconds=60)
         out = jobs.end_attempt(
             conn,
             doc,
@@ -126,9 +127,9 @@ def test_transient_error_retries_with_backoff_then_dead(conn, ingest_bytes) -> N
             retry_cap=100,
         )
         assert out.status is Status.QUEUED and out.attempts == attempt
-        assert jobs.claim(conn, "w", lease_seconds=60, max_attempts=3) == []  # not due yet
+        assert jobs.claim(conn, "w", lease_seconds=60) == []  # not due yet
         conn.execute("UPDATE documents SET run_after = now() WHERE id = %s", (doc,))
-    (c,) = jobs.claim(conn, "w", lease_seconds=60, max_attempts=3)
+    (c,) = jobs.claim(conn, "w", lease_seconds=60)
     out = jobs.end_attempt(
         conn,
         doc,
@@ -148,7 +149,7 @@ def test_transient_error_retries_with_backoff_then_dead(conn, ingest_bytes) -> N
 
 def test_retry_is_scheduled_in_the_future(conn, ingest_bytes) -> None:
     doc = ingest_bytes(b"later").document_id
-    (c,) = jobs.claim(conn, "w", lease_seconds=60, max_attempts=5)
+    (c,) = jobs.claim(conn, "w", lease_seconds=60)
     out = jobs.end_attempt(
         conn,
         doc,
@@ -164,13 +165,13 @@ def test_retry_is_scheduled_in_the_future(conn, ingest_bytes) -> None:
         (doc,),
     ).fetchone()
     assert row["later"], "retry-after from the server is honoured"
-    assert jobs.claim(conn, "w", lease_seconds=60, max_attempts=5) == []
+    assert jobs.claim(conn, "w", lease_seconds=60) == []
     assert out.status is Status.QUEUED
 
 
 def test_permanent_error_fails_at_once(conn, ingest_bytes) -> None:
     doc = ingest_bytes(b"bad").document_id
-    (c,) = jobs.claim(conn, "w", lease_seconds=60, max_attempts=5)
+    (c,) = jobs.claim(conn, "w", lease_seconds=60)
     out = jobs.end_attempt(
         conn,
         doc,
@@ -198,7 +199,7 @@ def test_open_circuit_costs_no_attempt(conn, ingest_bytes) -> None:
     from ingestd.shared.errors import CircuitOpen
 
     doc = ingest_bytes(b"breaker").document_id
-    (c,) = jobs.claim(conn, "w", lease_seconds=60, max_attempts=1)
+    (c,) = jobs.claim(conn, "w", lease_seconds=60)
     out = jobs.end_attempt(
         conn,
         doc,
@@ -215,9 +216,10 @@ def test_open_circuit_costs_no_attempt(conn, ingest_bytes) -> None:
 
 def test_stale_worker_cannot_write_after_losing_its_lease(conn, ingest_bytes) -> None:
     doc = ingest_bytes(b"stolen").document_id
-    (c,) = jobs.claim(conn, "old", lease_seconds=0.01, max_attempts=5)
+    (c,) = jobs.claim(conn, "old", lease_seconds=0.01)
     conn.execute("SELECT pg_sleep(0.02)")
-    (c2,) = jobs.claim(conn, "new", lease_seconds=60, max_attempts=5, reap=True)
+    jobs.reap_expired(conn, max_attempts=5)
+    (c2,) = jobs.claim(conn, "new", lease_seconds=60)
     assert c2.id == doc
     with pytest.raises(LeaseLost), conn.transaction():
         jobs.transition(conn, doc, "old", from_status=c.status, to_status=Status.PARSED)
@@ -228,7 +230,7 @@ def test_stale_worker_cannot_write_after_losing_its_lease(conn, ingest_bytes) ->
 
 def test_supervisor_release_requeues_at_once_with_reason(conn, ingest_bytes) -> None:
     doc = ingest_bytes(b"crashed").document_id
-    jobs.claim(conn, "host:1:0", lease_seconds=600, max_attempts=5)
+    jobs.claim(conn, "host:1:0", lease_seconds=600)
     released = jobs.release_worker_leases(
         conn,
         "host:1:0",

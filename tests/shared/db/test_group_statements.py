@@ -19,11 +19,11 @@ def test_a_multi_document_claim_stops_at_its_byte_budget(conn, ingest_bytes) -> 
             "UPDATE documents SET run_after = now() - make_interval(secs => %s) WHERE id = %s",
             (100 - i, ids[-1]),
         )
-    first = jobs.claim(conn, "w1", limit=10, lease_seconds=60, max_attempts=5, max_bytes=900)
+    first = jobs.claim(conn, "w1", limit=10, lease_seconds=60, max_bytes=900)
     assert [c.id for c in first] == ids[:3]  # 400 + 300 + 200 fit; 5000 would not
     assert [c.size_bytes for c in first] == [400, 300, 200]
     # The first document is always taken, however large.
-    second = jobs.claim(conn, "w1", limit=10, lease_seconds=60, max_attempts=5, max_bytes=900)
+    second = jobs.claim(conn, "w1", limit=10, lease_seconds=60, max_bytes=900)
     assert [c.id for c in second] == [ids[3]]
     # Documents left out were not touched: still queued, unleased, no event.
     last = conn.execute(
@@ -34,7 +34,7 @@ def test_a_multi_document_claim_stops_at_its_byte_budget(conn, ingest_bytes) -> 
 
 def test_transition_many_moves_only_documents_still_ours(conn, ingest_bytes) -> None:
     ids = [ingest_bytes(f"doc {i}".encode()).document_id for i in range(3)]
-    claimed = jobs.claim(conn, "w1", limit=3, lease_seconds=60, max_attempts=5)
+    claimed = jobs.claim(conn, "w1", limit=3, lease_seconds=60)
     assert len(claimed) == 3
     # Another worker took the last one (its lease expired and was reclaimed).
     conn.execute("UPDATE documents SET lease_owner = 'w2' WHERE id = %s", (ids[2],))
@@ -87,7 +87,7 @@ def test_transition_many_refuses_uneven_changes(conn, ingest_bytes) -> None:
 
 def test_finish_stage_going_on_changes_each_row_once(conn, ingest_bytes) -> None:
     ids = [ingest_bytes(f"doc {i}".encode()).document_id for i in range(2)]
-    assert len(jobs.claim(conn, "w1", limit=2, lease_seconds=60, max_attempts=5)) == 2
+    assert len(jobs.claim(conn, "w1", limit=2, lease_seconds=60)) == 2
     # This backend's counters not yet flushed to the shared statistics: the difference
     # across the call is how many new versions of ``documents`` rows it made.
     updates = "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'documents'"
@@ -135,7 +135,7 @@ def test_finish_stage_going_on_changes_each_row_once(conn, ingest_bytes) -> None
 
 def test_going_on_is_only_a_handover_under_a_kept_lease(conn, ingest_bytes) -> None:
     doc = ingest_bytes(b"x").document_id
-    jobs.claim(conn, "w1", limit=1, lease_seconds=60, max_attempts=5)
+    jobs.claim(conn, "w1", limit=1, lease_seconds=60)
     for then, keep in ((Status.PARSING, True), (Status.CHUNKING, False)):
         with pytest.raises(ValueError, match="cannot go on"):
             jobs.transition_many(
@@ -151,7 +151,7 @@ def test_going_on_is_only_a_handover_under_a_kept_lease(conn, ingest_bytes) -> N
 
 def test_leased_reads_only_rows_still_ours_in_the_status_asked(conn, ingest_bytes) -> None:
     ids = [ingest_bytes(f"doc {i}".encode()).document_id for i in range(3)]
-    assert len(jobs.claim(conn, "w1", limit=3, lease_seconds=60, max_attempts=5)) == 3
+    assert len(jobs.claim(conn, "w1", limit=3, lease_seconds=60)) == 3
     conn.execute("UPDATE documents SET lease_owner = 'w2' WHERE id = %s", (ids[1],))
     rows = documents.leased(conn, ids, "w1", Status.PARSING)
     assert sorted(rows) == sorted([ids[0], ids[2]])

@@ -30,7 +30,7 @@ def _status(conn: psycopg.Connection[Any], doc_id: UUID) -> dict[str, Any]:
 
 
 def _fail(conn: psycopg.Connection[Any]) -> UUID:
-    (c,) = jobs.claim(conn, "w", lease_seconds=60, max_attempts=5)
+    (c,) = jobs.claim(conn, "w", lease_seconds=60)
     jobs.end_attempt(
         conn,
         c.id,
@@ -45,7 +45,7 @@ def _fail(conn: psycopg.Connection[Any]) -> UUID:
 
 
 def _complete(conn: psycopg.Connection[Any]) -> None:
-    while claimed := jobs.claim(conn, "w", lease_seconds=60, max_attempts=5):
+    while claimed := jobs.claim(conn, "w", lease_seconds=60):
         (c,) = claimed
         jobs.transition(conn, c.id, "w", from_status=c.status, to_status=SUCCESS_OF[c.status][0])
 

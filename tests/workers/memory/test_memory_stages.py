@@ -178,7 +178,7 @@ def test_pdf_parse_from_a_large_object_reads_ranges(
 def parse_context(conn: Any, make_settings: Any, text_blob: tuple[Any, int, int]) -> StageContext:
     settings = make_settings()
     doc_id = text_blob[0]
-    claimed = jobs.claim(conn, "memtest:1:0:0", lease_seconds=60, max_attempts=3)
+    claimed = jobs.claim(conn, "memtest:1:0:0", lease_seconds=60)
     assert [c.id for c in claimed] == [doc_id]
     doc = conn.execute("SELECT * FROM documents WHERE id = %s", (doc_id,)).fetchone()
     return StageContext(

@@ -1,6 +1,7 @@
-"""A planned stop (TERM drain, HUP reload, USR2 recycle) or a lost lease in the middle of
-a document processed alone ends the worker's run cleanly: the document is released to a
-resting status (or let go), and the worker returns instead of raising."""
+"""Runs whose leases change under them. A planned stop (TERM drain, HUP reload, USR2
+recycle) or a lost lease in the middle of a document processed alone ends the worker's
+run cleanly: the document is released to a resting status (or let go), and the worker
+returns instead of raising. A lease left by a vanished worker is reclaimed and counted."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from ingestd.shared.db import jobs
 from ingestd.shared.embedders.hashing import HashEmbedder
+from ingestd.shared.telemetry.metrics import Metrics
 from ingestd.workers.base import Worker
 from ingestd.workers.loop import close_runner
 
@@ -67,3 +69,31 @@ def test_a_planned_stop_or_lost_lease_mid_embedding_ends_the_run_cleanly(
         assert row["status"] in {"queued", "parsed", "chunked", "embedded"}
     else:
         assert row is None
+
+
+def test_an_expired_lease_is_reclaimed_and_counted(
+    conn: Any, make_settings: Any, ingest_bytes: Any, db_url: str
+) -> None:
+    doc_id = ingest_bytes(b"a document whose first worker vanished. " * 20).document_id
+    (ghost,) = jobs.claim(conn, "ghost:1:0:0", lease_seconds=0.001)
+    assert ghost.id == doc_id
+    conn.execute("SELECT pg_sleep(0.01)")  # the lease is a deadline on the database's clock
+    counted: list[tuple[str, int]] = []
+    metrics = Metrics(None, role="worker")
+    metrics.incr = lambda name, count=1, rate=1.0: counted.append((name, count))  # type: ignore[method-assign]
+    embedder = HashEmbedder(dimensions=384)
+    worker = Worker(
+        make_settings(),
+        url=db_url,
+        owner="test:1:0:0",
+        metrics=metrics,
+        embedder_factory=lambda: embedder,
+    )
+    try:
+        worker.run(until_idle=True)
+    finally:
+        close_runner(embedder)
+        worker.close()
+    assert ("leases.expired", 1) in counted
+    row = conn.execute("SELECT status FROM documents WHERE id = %s", (doc_id,)).fetchone()
+    assert row["status"] == "complete"
