@@ -54,6 +54,7 @@ from ingestd.supervisor import control, fork, reload, watch
 from ingestd.supervisor.children import Child, Death, Kind, Reason, classify
 from ingestd.supervisor.database import SupervisorDatabase, check_embedding_space
 from ingestd.supervisor.deaths import Deaths
+from ingestd.supervisor.live import LiveView
 from ingestd.supervisor.memory import MemoryLimits, Verdict, megabytes
 from ingestd.supervisor.proctitle import http_title, set_title, supervisor_title, worker_title
 from ingestd.supervisor.publish import Publisher, View
@@ -87,15 +88,19 @@ class Arbiter:
         with_http: bool = True,
         http_target: HttpTarget | None = None,
         reload_overrides: Mapping[str, Any] | None = None,
+        live: bool = False,
     ) -> None:
         """``worker_target`` defaults to ``workers.process.worker_main`` and
         ``http_target`` to ``supervisor.http.app.http_main``; tests pass fakes.
         ``reload_overrides`` are re-applied on every SIGHUP reload (e.g. the CLI's
-        ``--workers``, which outranks the configuration file)."""
+        ``--workers``, which outranks the configuration file). ``live``: show the live view
+        on the terminal (``supervisor.live``; the CLI decides whether there is one)."""
         self.settings = settings
         self.config_path = config_path
         self.drain = drain
         self.with_http = with_http
+        self.live = live
+        self._live: LiveView | None = None
         self._worker_target = worker_target
         self._http_target = http_target
         self._reload_overrides = {
@@ -157,6 +162,9 @@ class Arbiter:
         self._db.use(database_url(self.settings))
         migrate(self._db.url)
         check_embedding_space(self._db.url, self.settings)
+        if self.live:  # before the first fork: children get its terminal as their stderr
+            self._live = LiveView(self._db.url, "ingestd run" + (" --drain" if self.drain else ""))
+            self._live.start()
         self._publisher.forget_dead_supervisors(self.hostname)
         control.write_pid_file(self.settings, self.pid)
         self._signals.install()
@@ -199,6 +207,8 @@ class Arbiter:
             self._escalate(now)
             self._publish(now)
             self._publisher.watchdog(now)
+            if self._live is not None:
+                self._live.observe(self._state, self.target, self.children.values())
             if self._stopping and not self.children:
                 return self._exit_code
 
@@ -336,7 +346,11 @@ class Arbiter:
                 title=worker_title(slot) if kind is Kind.WORKER else http_title(),
                 signals=self._signals,
                 inherited_fds=[c.reader.fd for c in self.children.values() if c.channel_open],
-                close=[self._metrics.close, self._publisher.notifier.close],
+                close=[
+                    *([self._live.child_setup] if self._live is not None else []),
+                    self._metrics.close,
+                    self._publisher.notifier.close,
+                ],
             )
         except OSError as exc:
             self._log.error("fork failed", kind=str(kind), worker_slot=slot, error=str(exc))
@@ -694,6 +708,8 @@ class Arbiter:
         self._log.info(
             "supervisor exited", exit_code=self._exit_code, restarts=dict(self._deaths.restarts)
         )
+        if self._live is not None:  # last: the final frame, then the summary line
+            self._live.stop(self._exit_code)
 
     # -- reload ---------------------------------------------------------------------------
 

@@ -42,11 +42,13 @@ def _db(settings: Settings, *, migrate: bool = True) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ingestd.supervisor.arbiter import Arbiter
+    from ingestd.supervisor.live import wanted
 
     settings = _settings(args, workers=args.workers)
     overrides = {"workers": args.workers} if args.workers else None
+    live = wanted(no_live=args.no_live, log_json=settings.log_json, stream=sys.stderr)
     return Arbiter(
-        settings, config_path=args.config, drain=args.drain, reload_overrides=overrides
+        settings, config_path=args.config, drain=args.drain, reload_overrides=overrides, live=live
     ).run()
 
 
@@ -284,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--drain", action="store_true", help="exit 0 once nothing is runnable or in flight"
     )
+    sp.add_argument("--no-live", action="store_true", help="no live view on a terminal")
 
     sp = add("ingest", cmd_ingest, "enqueue files and directories (recursively)")
     sp.add_argument("paths", nargs="+")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -114,3 +115,50 @@ def outstanding_documents(conn: psycopg.Connection[Any]) -> int:
 def leased_by(conn: psycopg.Connection[Any], owner: str) -> list[UUID]:
     rows = conn.execute("SELECT id FROM documents WHERE lease_owner = %s", (owner,)).fetchall()
     return [r["id"] for r in rows]
+
+
+def limit_statement_time(conn: psycopg.Connection[Any], seconds: float) -> None:
+    """Cancel any statement on ``conn`` that runs longer than ``seconds`` (for readers that
+    must stay responsive, such as ``ingestd run``'s live view)."""
+    conn.execute(
+        "SELECT set_config('statement_timeout', %s, false)", (f"{max(1, int(seconds * 1000))}",)
+    )
+
+
+def live_summary(
+    conn: psycopg.Connection[Any], *, failed_since: datetime, failures: int
+) -> dict[str, Any]:
+    """What ``ingestd run``'s live view shows, in one statement: documents by status, the
+    runnable queue, the totals its rates are computed from, and the ``failures`` latest
+    documents that failed or died since ``failed_since`` (message cut to one short line)."""
+    row = conn.execute(
+        "WITH agg AS ("
+        "  SELECT status, count(*) AS n,"
+        "   count(*) FILTER (WHERE status = ANY(%s::document_status[]) AND run_after <= now())"
+        "     AS runnable,"
+        "   coalesce(sum(chunks_embedded), 0) AS chunks,"
+        "   coalesce(sum(embed_tokens), 0) AS tokens,"
+        "   coalesce(sum(cost_usd), 0) AS cost"
+        "  FROM documents GROUP BY status)"
+        " SELECT"
+        "  (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb) FROM agg) AS counts,"
+        "  (SELECT coalesce(sum(runnable), 0) FROM agg) AS runnable,"
+        "  (SELECT coalesce(sum(chunks), 0) FROM agg) AS chunks,"
+        "  (SELECT coalesce(sum(tokens), 0) FROM agg) AS tokens,"
+        "  (SELECT coalesce(sum(cost), 0) FROM agg) AS cost_usd,"
+        "  (SELECT coalesce(jsonb_agg(f ORDER BY f.updated_at DESC), '[]'::jsonb) FROM ("
+        "    SELECT id, filename, status, error_class,"
+        "     left(split_part(error_message, E'\\n', 1), 200) AS error_message, updated_at"
+        "    FROM documents WHERE status IN ('failed', 'dead') AND updated_at >= %s"
+        "    ORDER BY updated_at DESC LIMIT %s) f) AS failures",
+        ([str(s) for s in RUNNABLE], failed_since, failures),
+    ).fetchone()
+    assert row is not None
+    return {
+        "counts": {str(k): int(v) for k, v in row["counts"].items()},
+        "runnable": int(row["runnable"]),
+        "chunks": int(row["chunks"]),
+        "tokens": int(row["tokens"]),
+        "cost_usd": float(row["cost_usd"]),
+        "failures": list(row["failures"]),
+    }

@@ -40,7 +40,7 @@ from ingestd.shared.telemetry.scrub import (
     withheld,
 )
 
-__all__ = ["configure_logging", "get_logger", "reopen_log_files"]
+__all__ = ["configure_logging", "get_logger", "redirect_console", "reopen_log_files"]
 
 # Longest value kept in a log field; longer strings are truncated (they are never what a
 # human reads in a log, and the cap bounds what a mistake elsewhere can leak).
@@ -53,6 +53,8 @@ _CHATTY_LIBRARIES = ("pgserver",)
 
 _installed_handlers: list[logging.Handler] = []
 _structlog_configured = False
+# Where terminal lines go instead of sys.stderr (``redirect_console``); None: sys.stderr.
+_console: IO[str] | None = None
 
 
 def _add_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -229,7 +231,7 @@ def configure_logging(
         handler = logging.FileHandler(os.fspath(log_file), mode="a", encoding="utf-8")
         handler.setFormatter(_formatter(use_json=True if json is None else json, colors=False))
     else:
-        out = sys.stderr if stream is None else stream
+        out = (_console or sys.stderr) if stream is None else stream
         tty = _isatty(out)
         handler = logging.StreamHandler(out)
         handler.setFormatter(_formatter(use_json=(not tty) if json is None else json, colors=tty))
@@ -248,6 +250,20 @@ def configure_logging(
         quiet = level_no if level_no <= logging.DEBUG else max(level_no, logging.WARNING)
         logging.getLogger(chatty).setLevel(quiet)
     logging.captureWarnings(True)
+
+
+def redirect_console(stream: IO[str] | None) -> None:
+    """Send the lines meant for the terminal to ``stream`` (``ingestd run``'s live view,
+    which prints them above its panel), now and after any reconfiguration; None: back to
+    ``sys.stderr``. A forked child never inherits it (its stderr is its own business)."""
+    global _console
+    _console = stream
+    for handler in _installed_handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setStream(stream or sys.stderr)
+
+
+os.register_at_fork(after_in_child=lambda: redirect_console(None))
 
 
 def reopen_log_files() -> int:
