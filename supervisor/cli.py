@@ -40,14 +40,19 @@ def _log_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"log_level": level, "log_json": json}
 
 
-def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
-    """The command's settings (command line > environment > file > defaults), and its
-    logging configured from them: stderr only, the daemon's log file is the daemon's."""
-    from ingestd.shared.telemetry.logs import configure_logging
-
-    settings = load_settings(
+def settings_for(args: argparse.Namespace, **overrides: Any) -> Settings:
+    """The command's settings: command line > environment > file > defaults."""
+    return load_settings(
         args.config, option_names=_OPTION_NAMES, **_log_overrides(args), **overrides
     )
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    """The command's settings, and its logging configured from them (stderr only: the
+    daemon's log file is the daemon's)."""
+    from ingestd.shared.telemetry.logs import configure_logging
+
+    settings = settings_for(args, **overrides)
     level = settings.log_level
     if args.command != "run" and "log_level" not in settings.model_fields_set:
         # A one-shot command's output is its answer; its INFO lines (the embedded server
