@@ -116,6 +116,11 @@ class ConfigError(Exception):
     """Bad or missing configuration: reported at start-up, before any work is taken."""
 
 
+class NotFound(Exception):
+    """What a command was asked about does not exist (a document id): the command line
+    exits 1, as for failed work, not 2: the command itself was well formed."""
+
+
 class LeaseLost(Exception):
     """Another worker now owns the document (our lease expired): abandon it quietly."""
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+import psycopg
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -482,6 +483,31 @@ class Settings(BaseSettings):
             _TomlFileSource(settings_cls, load),
         )
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, value: str | None) -> str | None:
+        # Checked here so that the error names the variable that set it; libpq's own
+        # message would come later, from whichever command connects first, and quotes
+        # the whole URL, password included.
+        if value is None:
+            return value
+        scheme = value.split("://", 1)[0].lower() if "://" in value else None
+        if scheme is not None and scheme not in ("postgresql", "postgres"):
+            raise PydanticCustomError(
+                "database_url",
+                "must be a postgresql:// (or postgres://) URL, not {scheme}://",
+                {"scheme": scheme},
+            )
+        try:
+            psycopg.conninfo.conninfo_to_dict(value)
+        except psycopg.ProgrammingError:
+            raise PydanticCustomError(
+                "database_url",
+                "must be a postgresql:// URL or a libpq key=value string "
+                "(e.g. postgresql://ingestd@db.internal:5432/ingestd)",
+            ) from None
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.chunk_overlap_tokens >= self.chunk_target_tokens:
@@ -518,11 +544,20 @@ def env_name(key: str) -> str:
     return alias
 
 
-def _origin(key: str, options: Mapping[str, Any], load: _Load) -> str:
+# Values never quoted back in an error: the secrets, and the database URL (its password).
+_NOT_ECHOED = SECRET_KEYS | {"database_url"}
+# A key set through a conventional variable when its own is unset (_MappingEnvSource).
+_FALLBACK_VARIABLES = {"database_url": "DATABASE_URL"}
+
+
+def _origin(key: str, options: Mapping[str, Any], load: _Load, names: Mapping[str, str]) -> str:
     if key in options:
-        return f"option '{key}'"
+        return f"command-line option {names[key]}" if key in names else f"option '{key}'"
     if load.environ.get(env_name(key)):
         return f"environment variable {env_name(key)}"
+    fallback = _FALLBACK_VARIABLES.get(key)
+    if fallback and load.environ.get(fallback):
+        return f"environment variable {fallback}"
     if key in load.file_keys:
         return f"{load.config_path}: key '{key}'"
     return f"default of '{key}'"
@@ -531,9 +566,14 @@ def _origin(key: str, options: Mapping[str, Any], load: _Load) -> str:
 def load_settings(
     config_path: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    option_names: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Build and validate the settings; raise ConfigError with a readable message."""
+    """Build and validate the settings; raise ConfigError with a readable message.
+
+    ``option_names`` says how an override was given (``{"workers": "--workers"}``), so
+    that an error blames the command-line option the operator typed."""
     environ = os.environ if environ is None else environ
     load = _Load(environ, _config_path(config_path, environ))
     # An option left as None (an absent command-line flag) does not override anything.
@@ -544,27 +584,29 @@ def load_settings(
     except SettingsError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, options, load)) from None
+        raise ConfigError(_describe(exc, options, load, option_names or {})) from None
     finally:
         _LOAD.reset(token)
 
 
-def _describe(exc: ValidationError, options: Mapping[str, Any], load: _Load) -> str:
+def _describe(
+    exc: ValidationError, options: Mapping[str, Any], load: _Load, names: Mapping[str, str]
+) -> str:
     lines = []
     for err in exc.errors():
         if err["type"] == "inconsistent":
             # A model-level error: its input is every value, secrets included, so it is
             # never shown; the two keys and their sources are.
             keys = (err["ctx"]["key"], err["ctx"]["other"])
-            where = "; ".join(_origin(k, options, load) for k in keys)
+            where = "; ".join(_origin(k, options, load, names) for k in keys)
             lines.append(f"{where}: {err['msg']}")
             continue
         loc = str(err["loc"][0]) if err["loc"] else ""
         key = _KEY_BY_ALIAS.get(loc, loc)
-        where = _origin(key, options, load) if key else "settings"
+        where = _origin(key, options, load, names) if key else "settings"
         detail = err["msg"]
         if err["type"] == "literal_error":
             detail = f"must be one of {err['ctx']['expected']}"
-        shown = "" if key in SECRET_KEYS or not key else f" (got {err.get('input')!r})"
+        shown = "" if key in _NOT_ECHOED or not key else f" (got {err.get('input')!r})"
         lines.append(f"{where}: {detail}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -55,6 +55,12 @@ class Kind(StrEnum):
     HTTP = "http"
 
 
+def log_fields(kind: Kind, slot: int) -> dict[str, object]:
+    """How a log line names a child: a worker by its slot; the HTTP child as itself,
+    since its bookkeeping slot (0) would read as worker 0's."""
+    return {"child": "http"} if kind is Kind.HTTP else {"worker_slot": slot}
+
+
 class Reason(StrEnum):
     CRASH = "crash"
     EXITED = "exited"
@@ -166,6 +172,10 @@ class Child:
     @property
     def label(self) -> str:
         return "http" if self.kind is Kind.HTTP else f"worker {self.slot}"
+
+    @property
+    def log_fields(self) -> dict[str, object]:
+        return log_fields(self.kind, self.slot)
 
     def heartbeat_age(self, now: float) -> float:
         return now - (self.last_heartbeat if self.last_heartbeat is not None else self.started)

@@ -8,14 +8,58 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ingestd.shared.errors import ConfigError
+from ingestd.shared import exitcodes
+from ingestd.shared.errors import ConfigError, IngestError, NotFound
 from ingestd.shared.jsonout import dumps
 from ingestd.shared.settings import Settings, load_settings
 from ingestd.supervisor.terminal import printable
 
+# How the global options reach the settings, and how an error names them.
+_OPTION_NAMES = {
+    "log_level": "--log-level/-v/-q",
+    "log_json": "--log-format",
+    "workers": "--workers",
+}
+
+
+def _log_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the global logging options set (none given: none overridden)."""
+    levels = [
+        name
+        for name, given in (
+            ("--log-level", args.log_level is not None),
+            ("-v/--verbose", args.verbose),
+            ("-q/--quiet", args.quiet),
+        )
+        if given
+    ]
+    if len(levels) > 1:
+        raise UsageError(f"give one of {', '.join(levels)}, not several")
+    level = args.log_level or ("DEBUG" if args.verbose else "WARNING" if args.quiet else None)
+    json = None if args.log_format is None else args.log_format == "json"
+    return {"log_level": level, "log_json": json}
+
+
+def settings_for(args: argparse.Namespace, **overrides: Any) -> Settings:
+    """The command's settings: command line > environment > file > defaults."""
+    return load_settings(
+        args.config, option_names=_OPTION_NAMES, **_log_overrides(args), **overrides
+    )
+
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
-    return load_settings(args.config, **overrides)
+    """The command's settings, and its logging configured from them (stderr only: the
+    daemon's log file is the daemon's)."""
+    from ingestd.shared.telemetry.logs import configure_logging
+
+    settings = settings_for(args, **overrides)
+    level = settings.log_level
+    if args.command != "run" and "log_level" not in settings.model_fields_set:
+        # A one-shot command's output is its answer; its INFO lines (the embedded server
+        # starting, migrations current) are noise there unless a level was asked for.
+        level = "WARNING"
+    configure_logging("supervisor", None, json=settings.log_json, level=level)
+    return settings
 
 
 def _db(settings: Settings, *, migrate: bool = True) -> Any:
@@ -45,7 +89,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ingestd.supervisor.live import wanted
 
     settings = _settings(args, workers=args.workers)
-    overrides = {"workers": args.workers} if args.workers else None
+    # A reload (SIGHUP) re-reads the file and environment under the same options.
+    given = {"workers": args.workers, **_log_overrides(args)}
+    overrides = {k: v for k, v in given.items() if v is not None} or None
     live = wanted(no_live=args.no_live, log_json=settings.log_json, stream=sys.stderr)
     return Arbiter(
         settings, config_path=args.config, drain=args.drain, reload_overrides=overrides, live=live
@@ -148,7 +194,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     conn = _db(settings, migrate=False)
-    hits = search(conn, settings, args.query, k=args.k)
+    try:
+        hits = search(conn, settings, args.query, k=args.k)
+    except IngestError as exc:
+        raise ServiceError("the embedding API", exc) from exc
     if args.json:
         for hit in hits:
             print(dumps(hit))
@@ -182,7 +231,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     from ingestd.workers.admin import retry_documents
 
     if not args.document_ids and not args.all_failed:
-        raise UsageError("retry: give the document ids to requeue, or --all-failed")
+        raise UsageError("give the document ids to requeue, or --all-failed")
     settings = _settings(args)
     conn = _db(settings)
     n = retry_documents(conn, args.document_ids, all_failed=args.all_failed)
@@ -249,6 +298,18 @@ class UsageError(Exception):
     """A command line that argparse accepts but that asks for nothing (exit 2)."""
 
 
+class ServiceError(Exception):
+    """A service the command needs failed it (exit 3), or refused our key or our input
+    (exit 2: the configuration or the command line must change, not the service)."""
+
+    def __init__(self, service: str, error: IngestError) -> None:
+        from ingestd.shared.errors import ErrorClass
+
+        refused = error.error_class in (ErrorClass.AUTH, ErrorClass.INVALID_INPUT)
+        self.exit_code = exitcodes.EXIT_USAGE if refused else exitcodes.EXIT_UNREACHABLE
+        super().__init__(f"{service} {'refused' if refused else 'failed'}: {error}")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -259,30 +320,93 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value} is not more than 0")
+    return value
+
+
+def _slot(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not 0 or more")
+    return value
+
+
 def _query(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("the query is empty")
     return text
 
 
+def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """The options every command takes, before or after its name. After it they default
+    to SUPPRESS, so a value given before the command stands when none is given after."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if after_command else value
+
+    parser.add_argument(
+        "--config", default=default(None), help="TOML settings file (or INGESTD_CONFIG)"
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=default(None),
+        help="lowest level logged (or INGESTD_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default(False), help="--log-level DEBUG"
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default(False),
+        help="--log-level WARNING; `ingest` also leaves out its line per file",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["console", "json"],
+        default=default(None),
+        help="log lines for people or one JSON object per line (or INGESTD_LOG_JSON); "
+        "default: console on a terminal, else JSON",
+    )
+
+
+def add_command(
+    sub: Any, name: str, fn: Callable[[argparse.Namespace], int], help_: str
+) -> argparse.ArgumentParser:
+    """A subcommand that takes the global options too (``sub``: an ``add_subparsers``)."""
+    sp: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
+    sp.set_defaults(func=fn)
+    _add_global_options(sp, after_command=True)
+    return sp
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ingestd", description=__doc__)
     p.add_argument("--version", action="version", version=f"ingestd {_version()}")
-    p.add_argument("--config", help="TOML settings file (or INGESTD_CONFIG)")
+    _add_global_options(p, after_command=False)
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(
         name: str, fn: Callable[[argparse.Namespace], int], help_: str
     ) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_, description=help_)
-        sp.set_defaults(func=fn)
-        # Also after the subcommand (`ingestd run --config f`); SUPPRESS keeps a value
-        # given before it when none is given after.
-        sp.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        return sp
+        return add_command(sub, name, fn, help_)
 
     sp = add("run", cmd_run, "run the daemon: a supervisor and its workers")
-    sp.add_argument("--workers", type=int, help="number of worker processes (INGESTD_WORKERS)")
+    sp.add_argument(
+        "--workers", type=_positive_int, help="number of worker processes (INGESTD_WORKERS)"
+    )
     sp.add_argument(
         "--drain", action="store_true", help="exit 0 once nothing is runnable or in flight"
     )
@@ -292,12 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("paths", nargs="+")
     sp.add_argument("--wait", action="store_true", help="block until every document is terminal")
     sp.add_argument("--json", action="store_true", help="one JSON object per line")
-    sp.add_argument("-q", "--quiet", action="store_true")
 
     sp = add("status", cmd_status, "documents by status, workers, throughput")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--watch", action="store_true", help="live view in a terminal")
-    sp.add_argument("--interval", type=float, default=1.0)
+    sp.add_argument(
+        "--interval", type=_positive_float, default=1.0, help="seconds between refreshes"
+    )
     sp.add_argument(
         "--wide", action="store_true", help="every column at full width, however wide the lines"
     )
@@ -332,28 +457,60 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--yes", action="store_true", help="confirm dropping existing vectors")
 
     sp = add("profile", cmd_profile, "record a running worker's next document with memray")
-    sp.add_argument("--slot", type=int, default=0)
+    sp.add_argument("--slot", type=_slot, default=0, help="the worker's slot (0 or more)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import psycopg
-
-    args = build_parser().parse_args(argv)
+    """Run one command; every way out is an exit code from ``shared.exitcodes`` with, on
+    failure, one line on stderr: no traceback for bad input or a service that is away."""
+    args = build_parser().parse_args(argv)  # a bad command line exits 2 here (argparse)
     try:
         return int(args.func(args))
-    except UsageError as exc:
-        print(f"ingestd {exc}", file=sys.stderr)
-        return 2
-    except ConfigError as exc:
-        print(f"ingestd: {exc}", file=sys.stderr)
-        return 2
-    except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"ingestd: cannot reach the database: {first}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        return 130
+        return exitcodes.EXIT_INTERRUPTED
+    except Exception as exc:
+        code, message = _failure(exc)
+        print(f"ingestd {args.command}: {message}", file=sys.stderr)
+        if code == exitcodes.EXIT_CRASH:
+            # A bug, not the operator's doing: the traceback is one -v away, not hidden.
+            from ingestd.shared.telemetry.logs import get_logger
+
+            get_logger("ingestd.cli").debug("command crashed", exc_info=exc)
+        return code
+
+
+def _failure(exc: Exception) -> tuple[int, str]:
+    """The exit code and the one-line message for an exception a command raised."""
+    import psycopg
+
+    from ingestd.supervisor.control import SupervisorNotRunning
+
+    if isinstance(exc, NotFound):
+        return exitcodes.EXIT_FAILED, str(exc)
+    if isinstance(exc, SupervisorNotRunning):
+        return exitcodes.EXIT_UNREACHABLE, str(exc)
+    if isinstance(exc, UsageError | ConfigError):
+        # A configuration error may list several keys, one a line: kept as they are.
+        return exitcodes.EXIT_USAGE, str(exc)
+    if isinstance(exc, ServiceError):
+        return exc.exit_code, str(exc)
+    if isinstance(exc, psycopg.OperationalError):
+        return exitcodes.EXIT_UNREACHABLE, f"cannot reach the database: {_first_line(exc)}"
+    if isinstance(exc, psycopg.Error):
+        return exitcodes.EXIT_FAILED, f"database error: {_first_line(exc)}"
+    if isinstance(exc, OSError):
+        # A file the command needs (INGESTD_HOME, a pid file, a profile) is out of reach.
+        return exitcodes.EXIT_FAILED, str(exc)
+    return (
+        exitcodes.EXIT_CRASH,
+        f"internal error: {type(exc).__name__}: {_first_line(exc)} (run with -v for the traceback)",
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,6 +44,10 @@ class ControlError(ConfigError):
     A ConfigError so that the CLI prints the message and exits 2."""
 
 
+class SupervisorNotRunning(ControlError):
+    """No supervisor to ask: the CLI exits 3, as for any other service it cannot reach."""
+
+
 def supervisor_id(hostname: str, pid: int) -> str:
     return f"{hostname}:{pid}"
 
@@ -140,7 +144,7 @@ def find_local_supervisor(settings: Settings, conn: psycopg.Connection[Any] | No
                 f"{len(alive)} supervisors run on this host ({', '.join(map(str, alive))}) "
                 f"and none wrote {pid_file(settings)}; use the INGESTD_HOME of the one you mean"
             )
-    raise ControlError(
+    raise SupervisorNotRunning(
         f"no running ingestd supervisor found on this host "
         f"(no live pid in {pid_file(settings)}); start one with `ingestd run`"
     )
@@ -182,5 +186,7 @@ def request_profile(settings: Settings, slot: int) -> Path:
     try:
         os.kill(pid, signal.SIGUSR2)
     except ProcessLookupError:
-        raise ControlError(f"the supervisor (pid {pid}) exited before it got the request") from None
+        raise SupervisorNotRunning(
+            f"the supervisor (pid {pid}) exited before it got the request"
+        ) from None
     return output

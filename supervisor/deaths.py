@@ -79,7 +79,7 @@ class Deaths:
         log = self._log.info if death.reason.planned else self._log.error
         log(
             "worker exited" if child.kind is Kind.WORKER else "http child exited",
-            worker_slot=child.slot,
+            **child.log_fields,
             worker_pid=child.pid,
             reason=str(death.reason),
             exit_code=death.exit_code,
@@ -189,7 +189,7 @@ class Deaths:
                 self._db.close()
         reason = str(death.reason) if child.kind is Kind.WORKER else f"http {death.reason}"
         sentry.capture_worker_death(
-            child.slot,
+            child.slot if child.kind is Kind.WORKER else None,
             child.pid,
             reason,
             child.document_id,

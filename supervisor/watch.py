@@ -78,7 +78,7 @@ def read_memory(child: Child) -> int | None:
             child.memory_unreadable = True
             _log.error(
                 "cannot read the worker's memory: no ceiling enforced",
-                worker_slot=child.slot,
+                **child.log_fields,
                 worker_pid=child.pid,
                 error=repr(exc),
             )

@@ -10,7 +10,7 @@ from ingestd.shared.db import jobs
 from ingestd.shared.db.reports import find_document_id
 from ingestd.shared.db.space import current_space, switch_space
 from ingestd.shared.embedders.setup import space_for
-from ingestd.shared.errors import ConfigError
+from ingestd.shared.errors import ConfigError, NotFound
 from ingestd.shared.settings import Settings
 
 
@@ -19,7 +19,7 @@ def retry_documents(conn: psycopg.Connection[Any], refs: list[str], *, all_faile
     for ref in refs:
         doc_id = find_document_id(conn, ref)
         if doc_id is None:
-            raise ConfigError(f"no document matches {ref!r}")
+            raise NotFound(f"no document matches {ref!r}")
         ids.append(doc_id)
     return jobs.requeue_failed(conn, None if all_failed else ids)
 

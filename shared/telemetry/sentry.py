@@ -128,7 +128,7 @@ def capture_document_error(
 
 
 def capture_worker_death(
-    slot: int,
+    slot: int | None,
     pid: int,
     reason: str,
     document_id: context.Id | None,
@@ -136,9 +136,11 @@ def capture_worker_death(
     *,
     stage: str | None = None,
 ) -> str | None:
-    """Report (from the supervisor) a worker process that died or had to be killed."""
+    """Report (from the supervisor) a worker process that died or had to be killed;
+    ``slot`` None: the HTTP child."""
     with sentry_sdk.new_scope() as scope:
-        scope.set_tag("worker_slot", str(slot))
+        if slot is not None:
+            scope.set_tag("worker_slot", str(slot))
         scope.set_tag("worker_pid", str(pid))
         scope.set_tag("reason", reason)
         if document_id is not None:
@@ -148,9 +150,8 @@ def capture_worker_death(
         if stage is not None:
             scope.set_tag("stage", context.check_stage(stage))
         scope.fingerprint = ["ingestd", "worker-death", reason]
-        return sentry_sdk.capture_message(
-            f"worker slot {slot} (pid {pid}) died: {reason}", level="error"
-        )
+        who = "the http child" if slot is None else f"worker slot {slot}"
+        return sentry_sdk.capture_message(f"{who} (pid {pid}) died: {reason}", level="error")
 
 
 # -- scrubbing ------------------------------------------------------------------

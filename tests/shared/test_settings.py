@@ -254,3 +254,28 @@ def test_database_url_is_the_conventional_fallback() -> None:
     )
     both = {"DATABASE_URL": "postgresql://h/a", "INGESTD_DATABASE_URL": "postgresql://h/b"}
     assert load_settings(environ=both).database_url == "postgresql://h/b"
+
+
+def test_an_error_names_the_command_line_option_that_set_the_value() -> None:
+    message = _error(environ={}, option_names={"workers": "--workers"}, workers=0)
+
+    assert "command-line option --workers: Input should be greater" in message
+
+
+def test_a_value_from_database_url_is_blamed_on_database_url() -> None:
+    message = _error(environ={"DATABASE_URL": "sqlite:///tmp/x.db"})
+
+    assert "environment variable DATABASE_URL: must be a postgresql://" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://ingestd@db.internal:5432/ingestd",
+        "postgres://u:p@h/d?sslmode=require",
+        "host=/run/postgresql dbname=ingestd",
+        "postgresql:///ingestd?host=/tmp",
+    ],
+)
+def test_postgresql_urls_and_key_value_strings_are_accepted(url: str) -> None:
+    assert load_settings(environ={"INGESTD_DATABASE_URL": url}).database_url == url
