@@ -51,7 +51,7 @@ from ingestd.shared.telemetry.logs import get_logger, reopen_log_files
 from ingestd.shared.telemetry.metrics import Metrics
 from ingestd.shared.telemetry.scrub import register_settings_secrets
 from ingestd.supervisor import control, fork, reload, watch
-from ingestd.supervisor.children import Child, Death, Kind, Reason, classify
+from ingestd.supervisor.children import Child, Death, Kind, Reason, classify, log_fields
 from ingestd.supervisor.database import SupervisorDatabase, check_embedding_space
 from ingestd.supervisor.deaths import Deaths
 from ingestd.supervisor.live import LiveView
@@ -353,7 +353,7 @@ class Arbiter:
                 ],
             )
         except OSError as exc:
-            self._log.error("fork failed", kind=str(kind), worker_slot=slot, error=str(exc))
+            self._log.error("fork failed", **log_fields(kind, slot), error=str(exc))
             self._schedule_respawn(kind, slot, now, lifetime=0.0, failure=True)
             return
         child = Child.forked(
@@ -366,7 +366,7 @@ class Arbiter:
         self._respawn_at.pop((kind, slot), None)
         self._log.info(
             "worker started" if kind is Kind.WORKER else "http child started",
-            worker_slot=slot,
+            **log_fields(kind, slot),
             worker_pid=pid,
             owner=owner,
         )
@@ -497,7 +497,7 @@ class Arbiter:
         child.kill_reason, child.kill_detail = reason, detail
         self._log.error(
             "killing worker" if child.kind is Kind.WORKER else "killing http child",
-            worker_slot=child.slot,
+            **child.log_fields,
             worker_pid=child.pid,
             reason=str(reason),
             detail=detail,
@@ -530,7 +530,7 @@ class Arbiter:
             if child.kill_at is not None and not child.escalated and now >= child.kill_at:
                 self._log.warning(
                     "grace period over: SIGKILL",
-                    worker_slot=child.slot,
+                    **child.log_fields,
                     worker_pid=child.pid,
                     kind=str(child.kind),
                     reason=str(child.kill_reason or child.stop_reason),
@@ -567,7 +567,7 @@ class Arbiter:
             self._log.critical(
                 "a child reported a configuration error: giving up",
                 kind=str(child.kind),
-                worker_slot=child.slot,
+                **child.log_fields,
                 worker_pid=child.pid,
             )
             self._begin_stop(EXIT_CONFIG, graceful=True, why="configuration error")
@@ -613,7 +613,7 @@ class Arbiter:
             self._log.warning(
                 "restart scheduled",
                 kind=str(kind),
-                worker_slot=slot,
+                **log_fields(kind, slot),
                 delay_seconds=decision.delay,
                 streak=decision.streak,
                 rapid_failures=decision.rapid_failures,

@@ -332,3 +332,13 @@ def test_a_taken_http_port_stops_the_daemon_with_a_clear_error(start_arbiter: St
     assert gave_up["kind"] == "http"
     assert len(run.events("http child started")) == 1, "the port clash is not retried"
     assert f"cannot listen on 127.0.0.1:{port}" in run.log_path.read_text()
+
+
+def test_the_http_child_is_named_as_itself_not_as_worker_0(start_arbiter: Start) -> None:
+    run = start_arbiter("idle", http="http_idle")
+    started = run.wait_event("http child started")[0]
+    assert started["child"] == "http" and "worker_slot" not in started
+    worker = run.wait_event("worker started")[0]
+    assert worker["worker_slot"] == 0 and "child" not in worker
+    run.send(signal.SIGTERM)
+    assert run.wait_exit() == EXIT_OK
