@@ -142,11 +142,26 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from ingestd.workers.search import search
+    from ingestd.supervisor import local_api
 
     settings = _settings(args)
-    conn = _db(settings, migrate=False)
-    hits = search(conn, settings, args.query, k=args.k)
+    try:
+        # The daemon keeps the embedder loaded: ms per query instead of a model load.
+        hits = local_api.search(settings, args.query, args.k)
+    except local_api.NoDaemon as exc:
+        from ingestd.shared.search import search
+
+        print(
+            f"ingestd: no daemon answers on {exc}; embedding the query in this process"
+            " (same results, slower)",
+            file=sys.stderr,
+        )
+        hits = search(_db(settings, migrate=False), settings, args.query, k=args.k)
+    except local_api.ApiError as exc:
+        print(
+            f"ingestd: the daemon refused the search ({exc.status}): {exc.detail}", file=sys.stderr
+        )
+        return {400: 2, 503: 3}.get(exc.status, 1)
     if args.json:
         for hit in hits:
             print(dumps(hit))
