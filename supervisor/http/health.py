@@ -14,7 +14,7 @@ from psycopg_pool import PoolTimeout
 
 from ingestd.shared.db import supervisors
 from ingestd.shared.db.migrate import current_version, latest_version
-from ingestd.supervisor.http.state import STATE, json_response
+from ingestd.supervisor.http.state import STATE, error_response, json_response
 from ingestd.supervisor.status import gather_status
 
 # Readiness is probed often and must answer quickly, even with the database gone.
@@ -35,9 +35,11 @@ async def readyz(request: web.Request) -> web.Response:
         )
     except (PoolTimeout, psycopg.OperationalError):
         verdict = {"ready": False, "reason": "database unreachable"}
-    ready = verdict.pop("ready")
-    body = {"status": "ready" if ready else "unavailable", **verdict}
-    return json_response(body, status=200 if ready else 503)
+    if verdict.pop("ready"):
+        return json_response({"status": "ready", **verdict})
+    # Not ready is an error like any other: a problem, the verdict's fields as members.
+    reason = verdict.pop("reason")
+    return error_response(503, f"not ready: {reason}", reason=reason, **verdict)
 
 
 def readiness(conn: psycopg.Connection[Any], *, heartbeat_timeout: float) -> dict[str, Any]:

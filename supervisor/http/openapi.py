@@ -59,12 +59,10 @@ SCHEMAS: dict[str, Any] = {
     "Health": _object({"status": {"const": "ok"}}),
     "Readiness": _object(
         {
-            "status": {"enum": ["ready", "unavailable"]},
-            "reason": {"type": "string"},
+            "status": {"const": "ready"},
             "schema_version": {"type": "integer"},
-            "workers_alive": {"type": "integer", "minimum": 0},
-        },
-        required=["status"],
+            "workers_alive": {"type": "integer", "minimum": 1},
+        }
     ),
     "Status": {
         **_object(
@@ -253,7 +251,9 @@ PATHS: dict[str, Any] = {
             "Readiness: database reachable, schema current, a worker heartbeat fresh",
             {
                 "200": _json("Readiness", "Ready"),
-                "503": _json("Readiness", "Not ready, with the reason"),
+                "503": _problem(
+                    "Not ready; `reason`, `schema_version` and `workers_alive` say why"
+                ),
             },
             secured=False,
             operationId="readyz",
