@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ingestd.shared import exitcodes
-from ingestd.shared.errors import ConfigError, IngestError, NotFound
+from ingestd.shared.errors import ConfigError, IngestError, NotFound, first_line
 from ingestd.shared.jsonout import dumps
 from ingestd.shared.settings import Settings, load_settings
 from ingestd.supervisor.terminal import printable
@@ -190,14 +190,31 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from ingestd.workers.search import search
+    from ingestd.supervisor import local_api
 
     settings = _settings(args)
-    conn = _db(settings, migrate=False)
     try:
-        hits = search(conn, settings, args.query, k=args.k)
-    except IngestError as exc:
-        raise ServiceError("the embedding API", exc) from exc
+        # The daemon keeps the embedder loaded: ms per query instead of a model load.
+        hits = local_api.search(settings, args.query, args.k)
+    except local_api.NoDaemon as exc:
+        from ingestd.shared.search import search
+
+        print(
+            f"ingestd search: no daemon answers on {exc}; embedding the query in this process"
+            " (same results, slower)",
+            file=sys.stderr,
+        )
+        try:
+            hits = search(_db(settings, migrate=False), settings, args.query, k=args.k)
+        except IngestError as error:
+            raise ServiceError("the embedding API", error) from error
+    except local_api.ApiError as exc:
+        print(
+            f"ingestd search: the daemon refused the search ({exc.status}): {exc.detail}",
+            file=sys.stderr,
+        )
+        refused = {400: exitcodes.EXIT_USAGE, 503: exitcodes.EXIT_UNREACHABLE}
+        return refused.get(exc.status, exitcodes.EXIT_FAILED)
     if args.json:
         for hit in hits:
             print(dumps(hit))
@@ -496,21 +513,16 @@ def _failure(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, ServiceError):
         return exc.exit_code, str(exc)
     if isinstance(exc, psycopg.OperationalError):
-        return exitcodes.EXIT_UNREACHABLE, f"cannot reach the database: {_first_line(exc)}"
+        return exitcodes.EXIT_UNREACHABLE, f"cannot reach the database: {first_line(exc)}"
     if isinstance(exc, psycopg.Error):
-        return exitcodes.EXIT_FAILED, f"database error: {_first_line(exc)}"
+        return exitcodes.EXIT_FAILED, f"database error: {first_line(exc)}"
     if isinstance(exc, OSError):
         # A file the command needs (INGESTD_HOME, a pid file, a profile) is out of reach.
         return exitcodes.EXIT_FAILED, str(exc)
     return (
         exitcodes.EXIT_CRASH,
-        f"internal error: {type(exc).__name__}: {_first_line(exc)} (run with -v for the traceback)",
+        f"internal error: {type(exc).__name__}: {first_line(exc)} (run with -v for the traceback)",
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

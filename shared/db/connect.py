@@ -19,8 +19,10 @@ def database_url(settings: Settings) -> str:
     return embedded_url(settings.home)
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    # The vector type exists only after migrations; before them, plain rows are enough.
+def configure(conn: psycopg.Connection[Any]) -> None:
+    """Every connection: pgvector's types registered (for vectors as query parameters).
+
+    The vector type exists only after migrations; before them, plain rows are enough."""
     with contextlib.suppress(psycopg.ProgrammingError):
         register_vector(conn)
 
@@ -31,5 +33,5 @@ def connect(
     conn = psycopg.connect(
         url, autocommit=autocommit, row_factory=dict_row, application_name=application_name
     )
-    _configure(conn)
+    configure(conn)
     return conn

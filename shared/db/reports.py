@@ -162,3 +162,35 @@ def live_summary(
         "cost_usd": float(row["cost_usd"]),
         "failures": list(row["failures"]),
     }
+
+
+_PAGE_FIELDS = (
+    "id, filename, mime_type, size_bytes, status, attempts, error_class, chunks_total,"
+    " chunks_embedded, created_at, updated_at, completed_at"
+)
+
+
+def documents_page(
+    conn: psycopg.Connection[Any],
+    *,
+    limit: int,
+    status: Status | None = None,
+    after: tuple[datetime, UUID] | None = None,
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` documents in (created_at, id) order, those after ``after``:
+    keyset paging, so a page costs the same however deep, and a document created
+    meanwhile shows up at the end instead of shifting every page."""
+    where = ["true"]
+    params: list[Any] = []
+    if status is not None:
+        where.append("status = %s")
+        params.append(str(status))
+    if after is not None:
+        where.append("(created_at, id) > (%s, %s)")
+        params.extend(after)
+    params.append(limit)
+    return conn.execute(
+        f"SELECT {_PAGE_FIELDS} FROM documents WHERE {' AND '.join(where)}"
+        " ORDER BY created_at, id LIMIT %s",
+        params,
+    ).fetchall()

@@ -11,33 +11,42 @@ Database work goes through a synchronous ``psycopg_pool`` in worker threads, so 
 HTTP child runs exactly the SQL the CLI and the workers run (``gather_status``,
 ``ingest_stream``, ``shared.db.webhooks``) instead of an async copy that could drift.
 
-Routes:
+Routes (``supervisor.http.openapi`` describes each; ``GET /v1/openapi.json`` serves it):
 
-| route                          | answers                                                  |
-|--------------------------------|----------------------------------------------------------|
-| GET  /healthz                  | 200 {"status": "ok"} while the process serves            |
-| GET  /readyz                   | 200 when the database is reachable, its schema current   |
-|                                | and a worker heartbeat fresh; else 503 with the reason   |
-| GET  /v1/status                | 200 ``supervisor.status.gather_status`` (= status --json)|
-| POST /v1/documents             | 201 new / 200 same bytes already stored; 400, 413, 415,  |
-|                                | 422 (empty file)                                         |
-| GET  /v1/documents/{id}        | 200 {"document", "events"} (= show --json); 404          |
-| POST /v1/webhooks/llamaparse   | see ``supervisor.http.webhooks``                         |
+| route                              | module                                              |
+|------------------------------------|-----------------------------------------------------|
+| GET  /healthz, /readyz, /v1/status | ``health``                                          |
+| POST /v1/documents                 | ``uploads`` (streamed; Idempotency-Key)             |
+| GET  /v1/documents[/{id}]          | ``documents`` (keyset-paged listing; one document)  |
+| POST /v1/documents/{id}/retry      | ``documents``                                       |
+| DELETE /v1/documents/{id}          | ``documents``                                       |
+| GET  /v1/search                    | ``search`` (the embedder kept warm)                 |
+| GET  /v1/openapi.json              | ``openapi``                                         |
+| POST /v1/webhooks/llamaparse       | ``webhooks``                                        |
+
+The same app is served on ``http_host:http_port`` and on the Unix socket
+``INGESTD_HOME/run/api.sock`` (mode 0600: the local CLI's way in, see
+``state.is_local_socket``).
 
 Every response carries ``X-Correlation-Id`` (the caller's, when well-formed, else a new
-one), bound for every log line the request causes. A database that cannot be reached
-answers 503; an unexpected error 500 (logged and reported, never with a body).
+one), bound for every log line the request causes. Every error is
+``application/problem+json`` (``state.error_response``; aiohttp's own 404, 405, 413 and
+malformed-request answers are converted in ``problems``). A database that cannot be
+reached answers 503; an unexpected error 500 (logged and reported, with no detail).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import re
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import psycopg
@@ -48,7 +57,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ingestd.shared.channel import WorkerChannel
 from ingestd.shared.child import Role, Started, run_child
-from ingestd.shared.db.connect import database_url
+from ingestd.shared.db.connect import configure, database_url
 from ingestd.shared.errors import ConfigError
 from ingestd.shared.exitcodes import EXIT_OK
 from ingestd.shared.llamaparse.setup import resolve_webhook_secret
@@ -56,8 +65,9 @@ from ingestd.shared.settings import Settings
 from ingestd.shared.telemetry import context
 from ingestd.shared.telemetry.logs import get_logger, reopen_log_files
 from ingestd.shared.telemetry.metrics import Metrics
-from ingestd.supervisor.http import health, uploads, webhooks
+from ingestd.supervisor.http import documents, health, openapi, problems, search, uploads, webhooks
 from ingestd.supervisor.http.state import POOL_MAX, STATE, HttpState, error_response
+from ingestd.supervisor.local_api import socket_path
 
 T = TypeVar("T")
 
@@ -100,9 +110,11 @@ async def _request_context(
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            exc.headers[CORRELATION_HEADER] = cid
-            _access(request, exc.status, started)
-            raise
+            if exc.status < 400:  # a redirect is not an error
+                exc.headers[CORRELATION_HEADER] = cid
+                _access(request, exc.status, started)
+                raise
+            response = problems.from_http_exception(exc, request)
         except (PoolTimeout, psycopg.OperationalError) as exc:
             log.warning("database unavailable", error=type(exc).__name__)
             response = error_response(503, "database unavailable")
@@ -140,13 +152,43 @@ def build_app(
     app = web.Application(middlewares=[_request_context])
     app[STATE] = state
     app.cleanup_ctx.append(_resources)
-    app.router.add_get("/healthz", health.healthz)
-    app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/v1/status", health.status)
-    app.router.add_get("/v1/documents/{document_id}", health.document)
+    get = functools.partial(app.router.add_get, allow_head=False)
+    get("/healthz", health.healthz)
+    get("/readyz", health.readyz)
+    get("/v1/status", health.status)
+    get("/v1/openapi.json", openapi.openapi)
+    get("/v1/documents", documents.list_documents)
+    get("/v1/documents/{document_id}", documents.document)
     app.router.add_post("/v1/documents", uploads.upload)
+    app.router.add_post("/v1/documents/{document_id}/retry", documents.retry)
+    app.router.add_delete("/v1/documents/{document_id}", documents.delete)
+    get("/v1/search", search.search)
     app.router.add_post("/v1/webhooks/llamaparse", webhooks.llamaparse_webhook)
     return app
+
+
+async def start_local_site(runner: web.AppRunner, path: Path) -> web.UnixSite:
+    """Serve ``runner`` on the Unix socket ``path``, readable and writable by this user
+    only: whoever can open it is treated as the daemon's operator."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    remove_socket(path)  # one left by a process that did not stop cleanly
+    # The umask makes the socket 0600 from the moment it exists: no window for a chmod race.
+    old = os.umask(0o177)
+    try:
+        site = web.UnixSite(runner, str(path))
+        await site.start()
+    finally:
+        os.umask(old)
+    return site
+
+
+def remove_socket(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    return problems.ApiRunner(app, **RUNNER_OPTIONS)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -158,6 +200,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         kwargs={"autocommit": True, "row_factory": dict_row, "application_name": "ingestd-http"},
         open=False,
         name="ingestd-http",
+        configure=configure,  # search passes its query vector as a parameter
         # A connection broken by a database restart is replaced, not handed to a request.
         check=ConnectionPool.check_connection,
     )
@@ -169,9 +212,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        client, state._llamaparse = state._llamaparse, None
-        if client is not None:
-            await client.aclose()
+        await state.aclose()
         executor, state.executor = state.executor, None
         state.pool = None
         await asyncio.to_thread(executor.shutdown, wait=True)
@@ -207,7 +248,7 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reopen_log_files)
     app = build_app(settings, url=url, metrics=metrics)
-    runner = web.AppRunner(app, **RUNNER_OPTIONS)
+    runner = make_runner(app)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
@@ -220,7 +261,14 @@ async def serve(
                 f"the HTTP server cannot listen on {settings.http_host}:{settings.http_port}:"
                 f" {exc.strerror or exc}; set INGESTD_HTTP_PORT (or http_port) to a free port"
             ) from None
-        log.info("http server listening", host=settings.http_host, port=settings.http_port)
+        local = socket_path(settings)
+        await start_local_site(runner, local)
+        log.info(
+            "http server listening",
+            host=settings.http_host,
+            port=settings.http_port,
+            socket=str(local),
+        )
         # The heartbeat comes from the serving loop itself: a loop stuck in a handler
         # stops beating, and the supervisor replaces the process.
         while not stop.is_set():
@@ -231,3 +279,4 @@ async def serve(
         log.info("http server stopping")
     finally:
         await runner.cleanup()
+        remove_socket(socket_path(settings))

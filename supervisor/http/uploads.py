@@ -7,27 +7,45 @@ at a time, hashing and writing each piece into the large object as it comes. Pas
 with it) and the answer is 413; a ``Content-Length`` already over the limit is refused
 before anything is read. The same bytes uploaded twice answer with the same document.
 
+The content type is sniffed from the first bytes (``shared.parsers.detect_mime``); the
+part's ``Content-Type`` is ignored.
+
+An ``Idempotency-Key`` header (draft-ietf-httpapi-idempotency-key-header) makes a retried
+upload safe to send again: the first answer with that key is kept for
+``IDEMPOTENCY_KEEP_SECONDS`` and replayed (with ``Idempotent-Replayed: true``) to a
+request with the same key and the same bytes; the same key with other bytes is a 422,
+and while the first request is still running, a 409. An upload that fails keeps no
+record, so it can be retried with its key.
+
 | answer | when                                                                  |
 |--------|-----------------------------------------------------------------------|
-| 201    | stored: {"document_id", "status": "queued", "created": true}          |
+| 201    | stored: {"document_id", "status": "queued", "created": true}, with    |
+|        | ``Location: /v1/documents/{id}``                                      |
 | 200    | these bytes were already stored: their document, "created": false     |
-| 400    | no ``file`` part, a malformed multipart body, or the upload broke off |
+| 400    | no ``file`` part, a malformed multipart body or ``Idempotency-Key``,  |
+|        | or the upload broke off                                               |
 | 408    | the client stopped sending for ``READ_TIMEOUT_SECONDS``               |
+| 409    | a request with this ``Idempotency-Key`` is still in progress          |
 | 413    | larger than ``max_upload_mb``                                         |
 | 415    | not ``multipart/form-data``                                           |
-| 422    | the file is empty                                                     |
+| 422    | the file is empty, or the ``Idempotency-Key`` was used for other bytes|
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import re
+from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ingestd.shared.db import idempotency
+from ingestd.shared.db.idempotency import KeyRecord
 from ingestd.shared.ingest import IngestResult, ingest_stream
 from ingestd.supervisor.http.state import STATE, error_response, json_response
 
@@ -41,14 +59,29 @@ MAX_OTHER_FIELD_BYTES = 64 * 1024
 READ_TIMEOUT_SECONDS = 60.0
 MAX_FILENAME_CHARS = 255
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEEP_SECONDS = 24 * 3600
+# An unanswered claim older than this belongs to a request whose process died.
+IDEMPOTENCY_STALE_SECONDS = 3600
+# A structured-field string (RFC 8941) or the bare token clients often send.
+_KEY = re.compile(r'"?([\x21\x23-\x7e]{1,255})"?')
 
 
-class _TooLarge(Exception):
-    pass
+class _StreamError(Exception):
+    def response(self, max_mb: int) -> web.Response:
+        raise NotImplementedError
 
 
-class _Stalled(Exception):
-    pass
+class _TooLarge(_StreamError):
+    def response(self, max_mb: int) -> web.Response:
+        return _too_large(max_mb)
+
+
+class _Stalled(_StreamError):
+    def response(self, max_mb: int) -> web.Response:
+        return error_response(
+            408, f"upload stalled: nothing received for {READ_TIMEOUT_SECONDS:g}s"
+        )
 
 
 class _BadForm(Exception):
@@ -62,6 +95,14 @@ async def upload(request: web.Request) -> web.Response:
         return error_response(
             415, f"send the document as multipart/form-data in a field named '{FILE_FIELD}'"
         )
+    key = None
+    if IDEMPOTENCY_HEADER in request.headers:
+        match = _KEY.fullmatch(request.headers[IDEMPOTENCY_HEADER])
+        if match is None:
+            return error_response(
+                400, f"{IDEMPOTENCY_HEADER} must be 1 to 255 visible ASCII characters"
+            )
+        key = match[1]
     if request.content_length is not None and request.content_length > limit + MULTIPART_ALLOWANCE:
         return _too_large(state.settings.max_upload_mb)
     try:
@@ -72,19 +113,49 @@ async def upload(request: web.Request) -> web.Response:
         return error_response(400, f"malformed multipart body ({type(exc).__name__})")
     if part is None:
         return error_response(400, f"no file: send it in a multipart field named '{FILE_FIELD}'")
-    filename = clean_filename(part.filename)
     stream = _PartStream(part, asyncio.get_running_loop(), limit)
+    if key is None:
+        return await _store(request, part, stream)
+    held = await state.db(
+        idempotency.claim,
+        key,
+        keep_seconds=IDEMPOTENCY_KEEP_SECONDS,
+        stale_seconds=IDEMPOTENCY_STALE_SECONDS,
+    )
+    if held is not None:
+        return await _replay(request, held, stream)
+    try:
+        response = await _store(request, part, stream)
+    except BaseException:
+        # Shielded: a cancelled request still frees its key for the client's retry.
+        await asyncio.shield(state.db(idempotency.release, key))
+        raise
+    if response.status not in (200, 201):
+        await state.db(idempotency.release, key)
+        return response
+    assert response.text is not None
+    body = orjson.loads(response.text)
+    await state.db(
+        idempotency.complete,
+        key,
+        request_sha256=stream.sha256,
+        status_code=response.status,
+        response=body,
+        document_id=body["document_id"],
+    )
+    return response
+
+
+async def _store(request: web.Request, part: BodyPartReader, stream: _PartStream) -> web.Response:
+    state = request.app[STATE]
+    filename = clean_filename(part.filename)
     try:
         async with state.upload_slots:
             result: IngestResult = await state.db(
                 ingest_stream, stream, source=f"upload:{filename}", filename=filename
             )
-    except _TooLarge:
-        return _too_large(state.settings.max_upload_mb)
-    except _Stalled:
-        return error_response(
-            408, f"upload stalled: nothing received for {READ_TIMEOUT_SECONDS:g}s"
-        )
+    except _StreamError as exc:
+        return exc.response(state.settings.max_upload_mb)
     except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError) as exc:
         return error_response(400, f"upload interrupted ({type(exc).__name__})")
     if result.status == "rejected":
@@ -96,7 +167,38 @@ async def upload(request: web.Request) -> web.Response:
         "status": result.status,
         "created": result.created,
     }
-    return json_response(body, status=201 if result.created else 200)
+    return _answer(body, 201 if result.created else 200)
+
+
+def _answer(body: dict[str, Any], status: int) -> web.Response:
+    response = json_response(body, status=status)
+    if status == 201:
+        response.headers["Location"] = f"/v1/documents/{body['document_id']}"
+    return response
+
+
+async def _replay(request: web.Request, held: KeyRecord, stream: _PartStream) -> web.Response:
+    """Answer a request whose key is already held: read (and hash, not store) the
+    bytes, then replay the first answer or refuse."""
+    if held.status_code is None:
+        return error_response(
+            409, f"a request with this {IDEMPOTENCY_HEADER} is still in progress; retry later"
+        )
+    try:
+        async with request.app[STATE].upload_slots:
+            await asyncio.to_thread(stream.drain)
+    except _StreamError as exc:
+        return exc.response(request.app[STATE].settings.max_upload_mb)
+    except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError) as exc:
+        return error_response(400, f"upload interrupted ({type(exc).__name__})")
+    if stream.sha256 != held.request_sha256:
+        return error_response(
+            422, f"this {IDEMPOTENCY_HEADER} was used for a different file; use a new key"
+        )
+    assert held.response is not None
+    response = _answer(held.response, held.status_code)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 def _too_large(max_mb: int) -> web.Response:
@@ -134,7 +236,7 @@ def clean_filename(raw: str | None) -> str:
 
 class _PartStream:
     """A blocking ``read(n)`` over a multipart part, for a thread: each piece is fetched
-    on the event loop. Counts bytes and raises ``_TooLarge`` past ``limit``."""
+    on the event loop. Counts and hashes the bytes; raises ``_TooLarge`` past ``limit``."""
 
     def __init__(self, part: BodyPartReader, loop: asyncio.AbstractEventLoop, limit: int) -> None:
         self._part = part
@@ -142,6 +244,17 @@ class _PartStream:
         self._limit = limit
         self._total = 0
         self._eof = False
+        self._hash = hashlib.sha256()
+
+    @property
+    def sha256(self) -> str:
+        """The hex digest of the bytes read so far (all of them once read to the end)."""
+        return self._hash.hexdigest()
+
+    def drain(self) -> None:
+        """Read to the end, keeping only the count and the hash."""
+        while self.read(PIECE):
+            pass
 
     def _fetch(self, size: int) -> bytes:
         future = asyncio.run_coroutine_threadsafe(self._part.read_chunk(size), self._loop)
@@ -163,5 +276,6 @@ class _PartStream:
             self._total += len(chunk)
             if self._total > self._limit:
                 raise _TooLarge()
+            self._hash.update(chunk)
             out += chunk
         return bytes(out)

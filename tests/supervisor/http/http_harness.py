@@ -20,7 +20,8 @@ from multidict import CIMultiDict
 
 from ingestd.shared.llamaparse import sign
 from ingestd.shared.settings import Settings
-from ingestd.supervisor.http.app import RUNNER_OPTIONS, build_app
+from ingestd.supervisor.http.app import build_app, make_runner, start_local_site
+from ingestd.supervisor.local_api import socket_path
 from tests import polling
 from tests.emulators import LlamaParseEmulator, LlamaParseEmulatorConfig, running
 from tests.emulators.llamaparse_api import DEFAULT_API_KEY
@@ -31,9 +32,10 @@ SECRET = "whsec-test-0123456789abcdef"
 class AppServer:
     """``build_app`` served on 127.0.0.1:0; use with ``tests.emulators.runner.running``."""
 
-    def __init__(self, settings: Settings, url: str) -> None:
+    def __init__(self, settings: Settings, url: str, *, local_socket: bool = False) -> None:
         self.settings = settings
         self.db_url = url
+        self.local_socket = local_socket
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.url = ""
@@ -45,10 +47,12 @@ class AppServer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        runner = web.AppRunner(build_app(self.settings, url=self.db_url), **RUNNER_OPTIONS)
+        runner = make_runner(build_app(self.settings, url=self.db_url))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
+        if self.local_socket:
+            await start_local_site(runner, socket_path(self.settings))
         self._runner = runner
         self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
 

@@ -68,7 +68,7 @@ def test_upload_over_the_limit_is_refused_and_leaves_nothing(small_server, db) -
 
     reply = request("POST", url, data=chunked, headers=headers)
     assert reply.status == 413, reply.body
-    assert "max_upload_mb" in reply.json()["error"]
+    assert "max_upload_mb" in reply.json()["detail"]
     assert snapshot(db) == before
     # Declared too large: refused before a byte of it is read.
     assert _upload(small_server.url, b"x" * ((1 << 20) + 100_000)).status == 413
@@ -80,9 +80,9 @@ def test_upload_over_the_limit_is_refused_and_leaves_nothing(small_server, db) -
 def test_upload_refusals(server, db) -> None:
     before = snapshot(db)
     empty = _upload(server.url, b"")
-    assert empty.status == 422 and "empty" in empty.json()["error"]
+    assert empty.status == 422 and "empty" in empty.json()["detail"]
     no_file = _upload(server.url, b"data", field="document")
-    assert no_file.status == 400 and "file" in no_file.json()["error"]
+    assert no_file.status == 400 and "file" in no_file.json()["detail"]
     raw = request(
         "POST", server.url + "/v1/documents", data=b"raw", headers={"Content-Type": "text/plain"}
     )
@@ -102,7 +102,7 @@ def test_a_raw_control_character_in_a_part_header_is_a_400_not_a_500(server, db,
     before = snapshot(db)
     reply = _upload(server.url, b"some text", sent)
     assert reply.status == 400, reply.body
-    assert "malformed multipart body" in reply.json()["error"]
+    assert "malformed multipart body" in reply.json()["detail"]
     assert snapshot(db) == before
 
 

@@ -73,7 +73,7 @@ def test_refusals_change_nothing(server, db, parked) -> None:
     # A delivery captured long ago, replayed with its valid signature.
     stale = event_body(JOB, timestamp=time.time() - 3600)
     reply = _post(server, stale, signed_headers(stale))
-    assert reply.status == 401 and "stale" in reply.json()["error"]
+    assert reply.status == 401 and "stale" in reply.json()["detail"]
     future = event_body(JOB, timestamp=time.time() + 3600)
     assert _post(server, future, signed_headers(future)).status == 401
 
