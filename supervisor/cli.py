@@ -198,11 +198,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         hits = local_api.search(settings, args.query, args.k)
     except local_api.NoDaemon as exc:
         from ingestd.shared.search import search
+        from ingestd.shared.telemetry.logs import get_logger
 
-        print(
-            f"ingestd search: no daemon answers on {exc}; embedding the query in this process"
-            " (same results, slower)",
-            file=sys.stderr,
+        # Same results, only slower: said at INFO (`-v`), so the answer stays the output.
+        get_logger("ingestd.cli").info(
+            "no daemon on the local socket; embedding the query in this process", socket=str(exc)
         )
         try:
             hits = search(_db(settings, migrate=False), settings, args.query, k=args.k)
