@@ -26,7 +26,8 @@ from tests.polling import wait_until
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 180.0  # a safety net only: an initdb on a loaded 2-core machine takes a while
 
-pytestmark = pytest.mark.db  # each test starts an embedded server of its own
+# Each test starts an embedded server of its own (and one initdb per module).
+pytestmark = [pytest.mark.db, pytest.mark.slow]
 
 
 def _env(home: Path) -> dict[str, str]:
