@@ -234,4 +234,6 @@ def _status(settings: Settings, *, as_json: bool) -> int:
     for user in state.users:
         what = printable(user.command) if user.alive else "gone (dropped at the next join)"
         print(f"    pid {user.pid:<8} {what}")
+    if state.reaper_pid is not None:
+        print(f"  reaper:   pid {state.reaper_pid} (stops the server when no user is left)")
     return 0 if state.running else 1

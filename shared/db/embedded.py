@@ -12,8 +12,14 @@ names a process started after the one that registered (we note each user's start
 time next to the data directory). A server left running with no live user is then
 joined like any other (adopted) and stopped by its last leaver.
 
+That alone waits for the next ingestd process to notice. So the first joiner also
+starts a reaper: a small detached process that checks the list every second and stops
+the server once no live user remains, however the last one ended; it exits with the
+server. A server left with neither (both killed) is stopped by the next command.
+
 ``ingestd db start`` keeps the server running between commands: a mark that every
-leaver reads (pgserver's ``cleanup_mode`` is None then), cleared by ``db stop``.
+leaver and the reaper read (pgserver's ``cleanup_mode`` is None then), cleared by
+``db stop``.
 
 A process that joins without having chosen what SIGTERM and SIGHUP do (a CLI
 command) gets handlers that leave through the normal exit path, so a terminated
@@ -29,7 +35,9 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -47,8 +55,10 @@ _log = logging.getLogger(__name__)
 # tests/shared/db/test_embedded_users.py fails if a pgserver release moves it).
 USERS_FILE = ".handle_pids.json"
 # Ours, beside the data directory (never in it: initdb wants an empty directory):
-# {"kept": bool, "started": {pid: process start time}}.
+# {"kept": bool, "started": {pid: process start time}, "reaper": {"pid", "started"}}.
 STATE_FILE = "pg-users.json"
+REAPER_LOG = "pg-reaper.log"
+REAP_SECONDS = 1.0
 STOP_TIMEOUT_SECONDS = 60.0
 # Two start times of one process agree exactly; a reused pid's differ by far more.
 _START_TIME_TOLERANCE = 0.05
@@ -90,6 +100,7 @@ class EmbeddedStatus:
     url: str | None = None
     kept: bool = False
     users: list[User] = field(default_factory=list)
+    reaper_pid: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -100,6 +111,7 @@ class EmbeddedStatus:
             "url": self.url,
             "kept": self.kept,
             "users": [asdict(u) for u in self.users],
+            "reaper_pid": self.reaper_pid,
         }
 
 
@@ -115,6 +127,8 @@ def embedded_url(home: Path, database: str = "postgres") -> str:
     pgdata = data_dir(home)
     server = _SERVERS.get(pgdata)
     if server is None:
+        # First: a signal that comes once this process is listed must leave through exit.
+        _release_on_exit_signals()
         pgserver = _pgserver()
         # Made here because pgserver's own mkdir races when two processes start together.
         pgdata.mkdir(parents=True, exist_ok=True)
@@ -132,9 +146,12 @@ def embedded_url(home: Path, database: str = "postgres") -> str:
             # release that was not the last): registering is idempotent.
             server.global_process_id_list.get_and_add(os.getpid())
             _note_start(pgdata, os.getpid())
+            reaper = _read_state(pgdata)["reaper"]
+            has_reaper = reaper is not None and _alive(reaper["pid"], reaper["started"])
+        if not has_reaper:
+            _spawn_reaper(pgdata)
         _SERVERS[pgdata] = server
         _register_leave(pgdata, server)
-        _release_on_exit_signals()
         _log.info("embedded postgres ready", extra={"pgdata": str(pgdata)})
     return str(server.get_uri(database))
 
@@ -237,9 +254,16 @@ def status(home: Path) -> EmbeddedStatus:
     pgserver = _pgserver()
     with _locked(pgserver):
         users = _users(pgdata)
-        kept = _read_state(pgdata)["kept"]
+        state = _read_state(pgdata)
+    reaper = state["reaper"]
     postmaster = _postmaster(pgdata)
-    result = EmbeddedStatus(data_dir=pgdata, running=postmaster is not None, kept=kept, users=users)
+    result = EmbeddedStatus(
+        data_dir=pgdata,
+        running=postmaster is not None,
+        kept=state["kept"],
+        users=users,
+        reaper_pid=reaper["pid"] if reaper and _alive(reaper["pid"], reaper["started"]) else None,
+    )
     if postmaster is not None:
         result.pid = postmaster.pid
         info = pgserver.utils.PostmasterInfo.read_from_pgdata(pgdata)
@@ -283,9 +307,17 @@ def _drop_stale_users(pgdata: Path) -> list[int]:
     return stale
 
 
-def _users(pgdata: Path) -> list[User]:
+def _users(pgdata: Path, *, quiet: bool = False) -> list[User]:
+    """The registered users; ``quiet``: a look without the lock (a torn list reads as
+    no pids at all, to be read again under the lock)."""
     path = pgdata / USERS_FILE
-    pids = _read_pids(path) if path.exists() else []
+    if quiet:
+        try:
+            pids = [int(p) for p in json.loads(path.read_text())]
+        except (FileNotFoundError, ValueError):
+            pids = []
+    else:
+        pids = _read_pids(path) if path.exists() else []
     started = _read_state(pgdata)["started"]
     users = []
     for pid in pids:
@@ -354,7 +386,11 @@ def _read_state(pgdata: Path) -> dict[str, Any]:
     except ValueError:
         _log.warning("embedded postgres: unreadable %s, starting it afresh", path)
         raw = {}
-    return {"kept": bool(raw.get("kept", False)), "started": dict(raw.get("started", {}))}
+    return {
+        "kept": bool(raw.get("kept", False)),
+        "started": dict(raw.get("started", {})),
+        "reaper": raw.get("reaper"),
+    }
 
 
 def _write_state(pgdata: Path, state: dict[str, Any]) -> None:
@@ -366,6 +402,78 @@ def _write_json(path: Path, value: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(value))
     os.replace(tmp, path)
+
+
+# -- the reaper ---------------------------------------------------------------------
+
+
+def _spawn_reaper(pgdata: Path) -> None:
+    """Start ``reap`` detached (its own session, not our child: a daemon that waits
+    only for the children it knows must not collect a zombie)."""
+    argv = [sys.executable, "-m", "ingestd.shared.db.embedded", "reap", str(pgdata.parent)]
+    log_fd = os.open(pgdata.parent / REAPER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the intermediate child
+            code = 0
+            try:
+                os.setsid()
+                if os.fork() == 0:
+                    os.dup2(null_fd, 0)
+                    os.dup2(log_fd, 1)
+                    os.dup2(log_fd, 2)
+                    os.execv(sys.executable, argv)
+            except BaseException:
+                code = 127
+            finally:
+                os._exit(code)
+        os.waitpid(pid, 0)
+    finally:
+        os.close(log_fd)
+        os.close(null_fd)
+
+
+def reap(home: Path) -> int:
+    """Stop the server under ``home`` once no live process uses it (the reaper's body)."""
+    pgdata = data_dir(home)
+    pgserver = _pgserver()
+    me = os.getpid()
+    with _locked(pgserver):
+        state = _read_state(pgdata)
+        other = state["reaper"]
+        if other is not None and other["pid"] != me and _alive(other["pid"], other["started"]):
+            return 0
+        state["reaper"] = {"pid": me, "started": psutil.Process(me).create_time()}
+        _write_state(pgdata, state)
+    try:
+        while True:
+            time.sleep(REAP_SECONDS)
+            if _postmaster(pgdata) is not None and any(u.alive for u in _users(pgdata, quiet=True)):
+                continue
+            with _locked(pgserver):
+                # Decided and recorded under the lock: a joiner that finds this reaper
+                # registered may rely on it for the server it just started.
+                _drop_stale_users(pgdata)
+                state = _read_state(pgdata)
+                postmaster = _postmaster(pgdata)
+                if postmaster is not None and not state["kept"]:
+                    if any(u.alive for u in _users(pgdata)):
+                        continue  # one joined meanwhile
+                    print(
+                        f"{time.ctime()}: no live user left; stopping pid {postmaster.pid}",
+                        flush=True,
+                    )
+                    _stop_postmaster(postmaster, pgdata)
+                state["reaper"] = None
+                _write_state(pgdata, state)
+                return 0
+    finally:
+        with _locked(pgserver):
+            state = _read_state(pgdata)
+            if (state["reaper"] or {}).get("pid") == me:
+                state["reaper"] = None
+                _write_state(pgdata, state)
 
 
 # -- the postmaster -----------------------------------------------------------------
@@ -429,3 +537,9 @@ def _locked(pgserver: ModuleType) -> Iterator[None]:
             yield
         finally:
             fcntl.lockf(f, fcntl.LOCK_UN)
+
+
+if __name__ == "__main__":  # the reaper: python -m ingestd.shared.db.embedded reap HOME
+    if len(sys.argv) != 3 or sys.argv[1] != "reap":
+        sys.exit("usage: python -m ingestd.shared.db.embedded reap HOME")
+    sys.exit(reap(Path(sys.argv[2])))

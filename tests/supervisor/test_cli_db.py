@@ -175,6 +175,13 @@ def test_db_start_keeps_the_server_running_until_db_stop(home: Path) -> None:
     assert status["pid"] == postmaster.pid
     assert status["data_dir"] == str(embedded.data_dir(home))
     assert status["users"] == []  # `db start` itself has left
+    # The reaper leaves a kept server alone (and exits).
+    wait_until(
+        lambda: json.loads(ingestd(home, "db", "status", "--json").stdout)["reaper_pid"] is None,
+        "the reaper to exit",
+        timeout=TIMEOUT,
+    )
+    assert not _gone(postmaster)
 
     # The issue's own case: psql "$(ingestd db url)" reaches it after `db url` exited.
     done = ingestd(home, "db", "url")
@@ -219,10 +226,30 @@ def test_a_daemon_keeps_db_stop_off_and_its_sigkill_no_longer_leaks_the_server(
 
     daemon.kill()  # the supervisor alone, as the OOM killer would
     daemon.wait()
-    # pgserver alone would keep the dead pid listed and this server running for good.
+
+    # pgserver alone keeps the dead pid listed and the server running for good; the
+    # reaper stops it, with no other command run.
+    wait_until(lambda: _gone(postmaster), "the server to stop", timeout=TIMEOUT)
+    assert _users(home) == []
+
+
+def test_a_server_left_by_a_killed_command_and_reaper_is_stopped_by_the_next_command(
+    home: Path, spawn: Any
+) -> None:
+    watch = spawn("status", "--watch", "--interval", "0.2")
+    postmaster = _holding(home, watch)
+    reaper = wait_until(
+        lambda: json.loads(ingestd(home, "db", "status", "--json").stdout)["reaper_pid"],
+        "the reaper to start",
+        timeout=TIMEOUT,
+    )
+    for pid in (reaper, watch.pid):  # kill -9 of everything, as on an OOM storm
+        os.kill(pid, signal.SIGKILL)
+    watch.wait()
     assert not _gone(postmaster)
 
     done = ingestd(home, "db", "url")  # any clean command: it adopts the server, then leaves
+
     assert done.returncode == 0, done.stderr
     wait_until(lambda: _gone(postmaster), "the adopted server to stop", timeout=TIMEOUT)
     assert _users(home) == []
