@@ -231,17 +231,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from ingestd.shared.db.connect import database_url
-    from ingestd.shared.db.migrate import migrate
+    from ingestd.supervisor import dbcmd
 
-    settings = _settings(args)
-    url = database_url(settings)
-    if args.db_command == "url":
-        print(url)
-        return 0
-    applied = migrate(url)
-    print(f"applied migrations: {applied}" if applied else "database schema is current")
-    return 0
+    return dbcmd.run(args, _settings(args))
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -456,8 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-k", type=_positive_int, default=5, help="how many chunks (1 or more)")
     sp.add_argument("--json", action="store_true")
 
-    sp = add("db", cmd_db, "database administration")
-    sp.add_argument("db_command", choices=["migrate", "url"])
+    sp = add("db", cmd_db, "the database: migrate, url, shell, start, stop, status")
+    from ingestd.supervisor import dbcmd
+
+    dbcmd.add_arguments(sp)
 
     sp = add("retry", cmd_retry, "requeue failed or dead documents")
     sp.add_argument("document_ids", nargs="*")
