@@ -19,6 +19,8 @@ from ingestd.supervisor.terminal import Col, FittedTable, markup_safe
 
 # initdb and the first start of the embedded server take longer than one request.
 EMBEDDED_START_S = 60.0
+# --deep: importing torch and loading the local model (~20 s on an idle machine).
+MODEL_LOAD_S = 120.0
 
 # The table's and the JSON's order: what everything else stands on comes first.
 ORDER = (
@@ -50,7 +52,9 @@ def gather(settings: Settings, options: Options) -> list[Finding]:
             database.check_database,
             min_timeout=0.0 if settings.database_url else EMBEDDED_START_S,
         ),
-        NamedCheck("embedder", embedder.check_embedder),
+        NamedCheck(
+            "embedder", embedder.check_embedder, min_timeout=MODEL_LOAD_S if options.deep else 0.0
+        ),
         NamedCheck("parser", parser.check_parser),
         NamedCheck("webhooks", parser.check_webhook),
         NamedCheck("statsd", telemetry.check_statsd),
