@@ -474,7 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="one JSON object (fields: README)")
     sp.add_argument("--wide", action="store_true", help="the table at full width")
     sp.add_argument("--timeout", type=_positive_float, default=10.0, help="seconds per check")
-    sp.add_argument("--deep", action="store_true", help="load the local model (~20 s)")
+    sp.add_argument(
+        "--deep", action="store_true", help="load the local model (slow: imports torch)"
+    )
     sp.add_argument("--send-test-event", action="store_true", help="send one Sentry event")
     sp.add_argument("--min-free-mb", type=_positive_int, default=1024, help="warn below")
     sp.add_argument("--unit", help="check this unit file instead of the installed one")

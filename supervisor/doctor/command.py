@@ -19,7 +19,7 @@ from ingestd.supervisor.terminal import Col, FittedTable, markup_safe
 
 # initdb and the first start of the embedded server take longer than one request.
 EMBEDDED_START_S = 60.0
-# --deep: importing torch and loading the local model (~20 s on an idle machine).
+# --deep: importing torch and loading the local model takes tens of seconds.
 MODEL_LOAD_S = 120.0
 
 # The table's and the JSON's order: what everything else stands on comes first.

@@ -22,7 +22,7 @@ from ingestd.supervisor.doctor.findings import Finding, Result, fail, first_line
 @dataclass(frozen=True)
 class Options:
     timeout: float = 10.0  # seconds per check
-    deep: bool = False  # load the local model and embed one text (~20 s with torch)
+    deep: bool = False  # load the local model and embed one text (imports torch)
     send_test_event: bool = False  # send one Sentry event
     min_free_mb: int = 1024  # warn below this much free disk
     unit: Path | None = None  # check this unit file instead of the installed one

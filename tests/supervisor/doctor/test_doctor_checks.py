@@ -259,3 +259,19 @@ def test_the_table_escapes_outside_text_and_fits_80_columns(tmp_path: Path) -> N
     text = console.export_text()
     assert "\x1b" not in text and "\\x1b" in text and "[bold]y[/]" in text
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_a_configuration_error_inside_a_check_is_that_checks_failure(tmp_path: Path) -> None:
+    from ingestd.supervisor.doctor.embedder import check_embedder
+
+    ctx = context(tmp_path, INGESTD_EMBEDDER="openai")  # and no OPENAI_API_KEY
+    [found] = run_checks([NamedCheck("embedder", check_embedder)], ctx)
+    assert found.result.status is Status.FAIL
+    assert "needs OPENAI_API_KEY" in found.result.finding
+
+
+def test_the_hash_embedder_warns(tmp_path: Path) -> None:
+    from ingestd.supervisor.doctor.embedder import check_embedder
+
+    result = check_embedder(context(tmp_path, INGESTD_EMBEDDER="hash"))
+    assert result.status is Status.WARN and result.fix
