@@ -279,3 +279,15 @@ def test_a_bad_setting_is_a_usage_error_without_traceback(cli_env: dict[str, str
     assert "INGESTD_WORKERS" in done.stderr and "Traceback" not in done.stderr
     done = doctor(cli_env, "--timeout", "0")
     assert done.returncode == 2 and "0 is not above 0" in done.stderr
+
+
+def test_an_empty_database_says_to_migrate(healthy_env: dict[str, str], fresh_db_url: Any) -> None:
+    code, report = doctor_json({**healthy_env, "INGESTD_DATABASE_URL": fresh_db_url()})
+    checks = by_name(report)
+    assert code == 1
+    assert checks["migrations"]["status"] == "fail"
+    assert checks["migrations"]["finding"] == "the schema is not created yet"
+    # pgvector is on the server (pgserver ships it) but not created in a new database.
+    assert checks["pgvector"]["status"] == "warn"
+    assert checks["pgvector"]["details"]["installed"] is None
+    assert checks["pgvector"]["details"]["available"]
