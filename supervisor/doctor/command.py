@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
+from ingestd.shared import exitcodes
 from ingestd.shared.jsonout import dumps
 from ingestd.shared.settings import Settings
 from ingestd.supervisor.doctor import database, embedder, parser, telemetry, unit
@@ -81,7 +82,8 @@ def gather(settings: Settings, options: Options) -> list[Finding]:
 
 
 def exit_code(findings: list[Finding]) -> int:
-    return 1 if any(f.result.status is Status.FAIL for f in findings) else 0
+    failed = any(f.result.status is Status.FAIL for f in findings)
+    return exitcodes.EXIT_FAILED if failed else exitcodes.EXIT_OK
 
 
 def as_json(findings: list[Finding]) -> dict[str, Any]:

@@ -278,7 +278,7 @@ def test_a_bad_setting_is_a_usage_error_without_traceback(cli_env: dict[str, str
     assert done.returncode == 2
     assert "INGESTD_WORKERS" in done.stderr and "Traceback" not in done.stderr
     done = doctor(cli_env, "--timeout", "0")
-    assert done.returncode == 2 and "0 is not above 0" in done.stderr
+    assert done.returncode == 2 and "is not more than 0" in done.stderr
 
 
 def test_an_empty_database_says_to_migrate(healthy_env: dict[str, str], fresh_db_url: Any) -> None:
