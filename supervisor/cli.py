@@ -291,6 +291,20 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from ingestd.supervisor.doctor.command import run_doctor
+    from ingestd.supervisor.doctor.runner import Options
+
+    options = Options(
+        timeout=args.timeout,
+        deep=args.deep,
+        send_test_event=args.send_test_event,
+        min_free_mb=args.min_free_mb,
+        unit=Path(args.unit) if args.unit else None,
+    )
+    return run_doctor(_settings(args), options, json_out=args.json, wide=args.wide)
+
+
 # -- parser ---------------------------------------------------------------------
 
 
@@ -466,6 +480,17 @@ def build_parser() -> argparse.ArgumentParser:
         "switch the embedding model: drop all vectors and re-embed every document",
     )
     sp.add_argument("--yes", action="store_true", help="confirm dropping existing vectors")
+
+    sp = add("doctor", cmd_doctor, "check this host's configuration and services; say how to fix")
+    sp.add_argument("--json", action="store_true", help="one JSON object (fields: README)")
+    sp.add_argument("--wide", action="store_true", help="the table at full width")
+    sp.add_argument("--timeout", type=_positive_float, default=10.0, help="seconds per check")
+    sp.add_argument(
+        "--deep", action="store_true", help="load the local model (slow: imports torch)"
+    )
+    sp.add_argument("--send-test-event", action="store_true", help="send one Sentry event")
+    sp.add_argument("--min-free-mb", type=_positive_int, default=1024, help="warn below")
+    sp.add_argument("--unit", help="check this unit file instead of the installed one")
 
     sp = add("profile", cmd_profile, "record a running worker's next document with memray")
     sp.add_argument("--slot", type=_slot, default=0, help="the worker's slot (0 or more)")
