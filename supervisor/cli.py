@@ -231,6 +231,22 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from ingestd.supervisor import tokens
+
+    conn = _db(_settings(args), migrate=args.token_command == "create")
+    try:
+        if args.token_command == "create":
+            return tokens.create(
+                conn, args.name, args.scope, args.expires, args.max_upload_mb, as_json=args.json
+            )
+        if args.token_command == "list":
+            return tokens.list_tokens(conn, as_json=args.json)
+        return tokens.revoke(conn, args.ref)
+    except ValueError as exc:
+        raise UsageError(f"token {args.token_command}: {exc}") from None
+
+
 # -- parser ---------------------------------------------------------------------
 
 
@@ -327,6 +343,19 @@ def build_parser() -> argparse.ArgumentParser:
         "switch the embedding model: drop all vectors and re-embed every document",
     )
     sp.add_argument("--yes", action="store_true", help="confirm dropping existing vectors")
+
+    sp = add("token", cmd_token, "API tokens of the HTTP API: create, list, revoke")
+    tsub = sp.add_subparsers(dest="token_command", required=True)
+    tp = tsub.add_parser("create", help="make a token and print it, once, alone on stdout")
+    tp.add_argument("--name", required=True, help="unique among live tokens, e.g. ci-uploader")
+    tp.add_argument("--scope", choices=["read", "write", "admin"], default="read")
+    tp.add_argument("--expires", help="30d, 12h, 2w or a date (2026-12-31); default: never")
+    tp.add_argument("--max-upload-mb", type=_positive_int, help="below the server's max_upload_mb")
+    tp.add_argument("--json", action="store_true", help="the whole record, token included")
+    tp = tsub.add_parser("list", help="every token, without its secret")
+    tp.add_argument("--json", action="store_true", help="one JSON object per line")
+    tp = tsub.add_parser("revoke", help="refuse a token from now on")
+    tp.add_argument("ref", metavar="NAME|ID")
 
     sp = add("profile", cmd_profile, "record a running worker's next document with memray")
     sp.add_argument("--slot", type=int, default=0)

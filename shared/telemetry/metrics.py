@@ -188,6 +188,14 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "leases.lost", C, "documents", "documents a worker let go because another had taken them"
     ),
+    # The HTTP API's guards (supervisor.http.auth, .limits).
+    MetricSpec(
+        "http.refused.<reason>",
+        C,
+        "requests",
+        "HTTP requests or connections refused: unauthenticated, forbidden, rate_limited, "
+        "body_deadline, header_deadline, per_ip, total",
+    ),
 )
 
 del C, G, T

@@ -29,6 +29,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ingestd.shared.ingest import IngestResult, ingest_stream
+from ingestd.supervisor.http.auth import upload_limit_mb
 from ingestd.supervisor.http.state import STATE, error_response, json_response
 
 FILE_FIELD = "file"
@@ -57,13 +58,14 @@ class _BadForm(Exception):
 
 async def upload(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    limit = state.settings.max_upload_mb * 2**20
+    limit_mb = upload_limit_mb(request)  # auth: the token's own cap, if lower
+    limit = limit_mb * 2**20
     if request.content_type != "multipart/form-data":
         return error_response(
             415, f"send the document as multipart/form-data in a field named '{FILE_FIELD}'"
         )
     if request.content_length is not None and request.content_length > limit + MULTIPART_ALLOWANCE:
-        return _too_large(state.settings.max_upload_mb)
+        return _too_large(limit_mb)
     try:
         reader = await request.multipart()
         part = await _file_part(reader)
@@ -80,7 +82,7 @@ async def upload(request: web.Request) -> web.Response:
                 ingest_stream, stream, source=f"upload:{filename}", filename=filename
             )
     except _TooLarge:
-        return _too_large(state.settings.max_upload_mb)
+        return _too_large(limit_mb)
     except _Stalled:
         return error_response(
             408, f"upload stalled: nothing received for {READ_TIMEOUT_SECONDS:g}s"

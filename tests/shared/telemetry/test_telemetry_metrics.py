@@ -196,6 +196,7 @@ EXAMPLES = {
     "queue.oldest_runnable_age": "queue.oldest_runnable_age",
     "leases.expired": "leases.expired",
     "leases.lost": "leases.lost",
+    "http.refused.<reason>": "http.refused.rate_limited",
 }
 
 
