@@ -29,6 +29,7 @@ from tests.emulators import LlamaParseEmulator, LlamaParseEmulatorConfig, runnin
 from tests.emulators.llamaparse_api import DEFAULT_API_KEY
 
 SECRET = "whsec-test-0123456789abcdef"
+JOB_PARKED_BY = "job-parked-by-test"
 # The admin token the `db` fixture stores and `request` sends unless told otherwise.
 ADMIN_TOKEN = "ingestd_00000000ad01_" + "harness-admin-secret".ljust(43, "x")
 
