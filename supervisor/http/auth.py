@@ -124,7 +124,9 @@ async def authorize(
             state, f"a {token.scope} token cannot {key[0]} {key[1]}", required_scope=str(needed)
         )
     request[TOKEN] = token
-    if key == ("POST", "/v1/documents"):
+    if key == ("POST", "/v1/documents") and token.max_upload_mb is not None:
+        # The server's own cap is the upload handler's; a token's lower one is checked here
+        # when the length is declared, and by the handler (upload_limit_mb) as it streams.
         limit_mb = upload_limit_mb(request)
         if (
             request.content_length is not None
@@ -162,6 +164,8 @@ async def _authenticate(request: web.Request, state: HttpState) -> TokenRow | we
     return found
 
 
+# When this process last recorded each token's use (per process: each HTTP child, on each
+# host, writes at most once a minute per token).
 _last_touch: dict[str, float] = {}
 
 
