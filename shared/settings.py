@@ -238,6 +238,60 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(
         512, ge=1, description="Largest document the HTTP API accepts, in MiB."
     )
+    webhook_host: str | None = Field(
+        None,
+        description="Address of a second listener that serves only the signed LlamaParse "
+        "webhook (POST /v1/webhooks/llamaparse), so it can be published without the API. "
+        "Unset: http_host, when webhook_port is set.",
+    )
+    webhook_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="TCP port of the webhook-only listener. Unset: no such listener (the "
+        "webhook is served on the API listener).",
+    )
+    api_rate_per_second: float = Field(
+        20.0,
+        gt=0,
+        description="Requests per second each API token may make, on average (a token "
+        "bucket per token and HTTP process); beyond it: 429 with Retry-After.",
+    )
+    api_rate_burst: int = Field(
+        60,
+        ge=1,
+        description="Requests a token may make at once before api_rate_per_second applies.",
+    )
+    http_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A connection must send a request's complete headers within this long "
+        "(from connecting, or from its first byte after the last answer), else it is "
+        "closed. Idle keep-alive connections are closed after it too.",
+    )
+    http_body_floor_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Grace before a request body's minimum rate applies: a body of N KiB "
+        "must arrive within http_body_floor_seconds + N / http_body_min_rate_kib seconds, "
+        "else 408 and the connection is closed. Time the server itself is not reading "
+        "(waiting for an upload slot) is not counted.",
+    )
+    http_body_min_rate_kib: float = Field(
+        16.0, gt=0, description="Slowest rate a request body may arrive at, in KiB/s."
+    )
+    http_max_connections_per_ip: int = Field(
+        64,
+        ge=1,
+        description="Open connections one client address may hold; more are closed at once. "
+        "Behind a reverse proxy every client has the proxy's address: raise it.",
+    )
+    http_max_connections: int = Field(
+        512,
+        ge=1,
+        description="Open connections of all clients together, kept under the open-file "
+        "limit; more are closed at once.",
+    )
 
     openai_api_key: SecretStr | None = Field(
         None,
@@ -516,6 +570,8 @@ class Settings(BaseSettings):
             )
         if self.memory_soft_mb > self.memory_hard_mb:
             raise _inconsistent("memory_soft_mb", "must not exceed", "memory_hard_mb")
+        if self.webhook_host is not None and self.webhook_port is None:
+            raise _inconsistent("webhook_host", "needs", "webhook_port")
         return self
 
     def env_name(self, key: str) -> str:

@@ -82,6 +82,20 @@ GROUPS: tuple[Group, ...] = (
         ("home", "database_url", "workers", "http_host", "http_port", "max_upload_mb"),
     ),
     Group(
+        "HTTP API: webhook listener, per-token limits, slow clients",
+        (
+            "webhook_host",
+            "webhook_port",
+            "api_rate_per_second",
+            "api_rate_burst",
+            "http_header_timeout_seconds",
+            "http_body_floor_seconds",
+            "http_body_min_rate_kib",
+            "http_max_connections_per_ip",
+            "http_max_connections",
+        ),
+    ),
+    Group(
         "Chunking and the vector index",
         ("chunk_target_tokens", "chunk_overlap_tokens", "index_min_rows"),
     ),

@@ -305,6 +305,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run_doctor(_settings(args), options, json_out=args.json, wide=args.wide)
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from ingestd.supervisor import tokens
+
+    conn = _db(_settings(args), migrate=args.token_command == "create")
+    try:
+        if args.token_command == "create":
+            return tokens.create(
+                conn, args.name, args.scope, args.expires, args.max_upload_mb, as_json=args.json
+            )
+        if args.token_command == "list":
+            return tokens.list_tokens(conn, as_json=args.json)
+        return tokens.revoke(conn, args.ref)
+    except ValueError as exc:
+        raise UsageError(f"token {args.token_command}: {exc}") from None
+
+
 # -- parser ---------------------------------------------------------------------
 
 
@@ -405,13 +421,20 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool)
     )
 
 
+def subcommand(sub: Any, name: str, help_: str) -> argparse.ArgumentParser:
+    """A (sub-)subcommand that takes the global options too (``sub``: an
+    ``add_subparsers``), so `ingestd db status -v` works like `ingestd -v db status`."""
+    sp: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
+    _add_global_options(sp, after_command=True)
+    return sp
+
+
 def add_command(
     sub: Any, name: str, fn: Callable[[argparse.Namespace], int], help_: str
 ) -> argparse.ArgumentParser:
     """A subcommand that takes the global options too (``sub``: an ``add_subparsers``)."""
-    sp: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
+    sp = subcommand(sub, name, help_)
     sp.set_defaults(func=fn)
-    _add_global_options(sp, after_command=True)
     return sp
 
 
@@ -465,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("db", cmd_db, "the database: migrate, url, shell, start, stop, status")
     from ingestd.supervisor import dbcmd
 
-    dbcmd.add_arguments(sp)
+    dbcmd.add_arguments(sp, subcommand)
 
     sp = add("retry", cmd_retry, "requeue failed or dead documents")
     sp.add_argument("document_ids", nargs="*")
@@ -491,6 +514,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--send-test-event", action="store_true", help="send one Sentry event")
     sp.add_argument("--min-free-mb", type=_positive_int, default=1024, help="warn below")
     sp.add_argument("--unit", help="check this unit file instead of the installed one")
+    sp = add("token", cmd_token, "API tokens of the HTTP API: create, list, revoke")
+    tsub = sp.add_subparsers(dest="token_command", required=True)
+    tp = subcommand(tsub, "create", "make a token and print it, once, alone on stdout")
+    tp.add_argument("--name", required=True, help="unique among live tokens, e.g. ci-uploader")
+    tp.add_argument("--scope", choices=["read", "write", "admin"], default="read")
+    tp.add_argument("--expires", help="30d, 12h, 2w or a date (2026-12-31); default: never")
+    tp.add_argument("--max-upload-mb", type=_positive_int, help="below the server's max_upload_mb")
+    tp.add_argument("--json", action="store_true", help="the whole record, token included")
+    tp = subcommand(tsub, "list", "every token, without its secret")
+    tp.add_argument("--json", action="store_true", help="one JSON object per line")
+    tp = subcommand(tsub, "revoke", "refuse a token from now on")
+    tp.add_argument("ref", metavar="NAME|ID")
 
     sp = add("profile", cmd_profile, "record a running worker's next document with memray")
     sp.add_argument("--slot", type=_slot, default=0, help="the worker's slot (0 or more)")

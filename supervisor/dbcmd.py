@@ -12,8 +12,10 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from ingestd.shared.db import embedded
 from ingestd.shared.errors import ConfigError
@@ -27,15 +29,16 @@ EMBEDDED_ONLY = (
 )
 
 
-def add_arguments(db: argparse.ArgumentParser) -> None:
-    """The ``db`` subcommands, on the ``db`` parser."""
+def add_arguments(
+    db: argparse.ArgumentParser,
+    subcommand: Callable[[Any, str, str], argparse.ArgumentParser],
+) -> None:
+    """The ``db`` subcommands, on the ``db`` parser; ``subcommand`` makes each one take
+    the global options too (the CLI's own rule, passed in: the CLI imports this module)."""
     sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_, description=help_)
-        # As on every subcommand: `--config` after it too.
-        sp.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        return sp
+        return subcommand(sub, name, help_)
 
     add("migrate", "apply the database migrations")
     add("url", "print the connection URL of the database in use")

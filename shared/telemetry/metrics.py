@@ -214,6 +214,14 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "db.reconnects", C, "outages", "times a worker lost its database connection and waited"
     ),
+    # The HTTP API's guards (supervisor.http.auth, .limits).
+    MetricSpec(
+        "http.refused.<reason>",
+        C,
+        "requests",
+        "HTTP requests or connections refused: unauthenticated, forbidden, rate_limited, "
+        "body_deadline, header_deadline, per_ip, total",
+    ),
 )
 
 del C, G, T

@@ -66,6 +66,21 @@ from ingestd.shared.telemetry import context
 from ingestd.shared.telemetry.logs import get_logger, reopen_log_files
 from ingestd.shared.telemetry.metrics import Metrics
 from ingestd.supervisor.http import documents, health, openapi, problems, search, uploads, webhooks
+
+# -- auth and limits (supervisor.http.auth, .limits, .exposure) --
+from ingestd.supervisor.http.auth import LIMITER, authorize, refuse_open_exposure
+from ingestd.supervisor.http.exposure import hide_server_banner
+from ingestd.supervisor.http.limits import (
+    API,
+    GUARD,
+    WEBHOOK,
+    ConnectionGuard,
+    GuardedSite,
+    RateLimiter,
+    request_deadlines,
+)
+
+# --
 from ingestd.supervisor.http.state import POOL_MAX, STATE, HttpState, error_response
 from ingestd.supervisor.local_api import socket_path
 
@@ -149,8 +164,14 @@ def build_app(
         metrics=metrics or Metrics(None, role="http"),
         webhook_secret=resolve_webhook_secret(settings),
     )
-    app = web.Application(middlewares=[_request_context])
+    # -- auth and limits: outermost first; the deadline wraps everything that reads --
+    hide_server_banner()
+    app = web.Application(middlewares=[_request_context, request_deadlines, authorize])
     app[STATE] = state
+    app[GUARD] = ConnectionGuard(settings, state.metrics)
+    app[LIMITER] = RateLimiter(settings.api_rate_per_second, settings.api_rate_burst)
+    app.on_cleanup.append(_stop_guard)
+    # --
     app.cleanup_ctx.append(_resources)
     get = functools.partial(app.router.add_get, allow_head=False)
     get("/healthz", health.healthz)
@@ -189,6 +210,10 @@ def remove_socket(path: Path) -> None:
 
 def make_runner(app: web.Application) -> web.AppRunner:
     return problems.ApiRunner(app, **RUNNER_OPTIONS)
+
+
+async def _stop_guard(app: web.Application) -> None:
+    await app[GUARD].stop()
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -251,24 +276,15 @@ async def serve(
     runner = make_runner(app)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            # Restarting cannot free the port: exit as a configuration error, which stops
-            # the daemon (as gunicorn does) instead of a half-alive one that says ready.
-            raise ConfigError(
-                f"the HTTP server cannot listen on {settings.http_host}:{settings.http_port}:"
-                f" {exc.strerror or exc}; set INGESTD_HTTP_PORT (or http_port) to a free port"
-            ) from None
+        await refuse_open_exposure(app[STATE])
+        await _listen(runner, settings.http_host, settings.http_port, API, "http_port")
+        if settings.webhook_port is not None:
+            host = settings.webhook_host or settings.http_host
+            await _listen(runner, host, settings.webhook_port, WEBHOOK, "webhook_port")
+        # The local socket: the CLI's way in (file permission as credential).
         local = socket_path(settings)
         await start_local_site(runner, local)
-        log.info(
-            "http server listening",
-            host=settings.http_host,
-            port=settings.http_port,
-            socket=str(local),
-        )
+        log.info("local api listening", socket=str(local))
         # The heartbeat comes from the serving loop itself: a loop stuck in a handler
         # stops beating, and the supervisor replaces the process.
         while not stop.is_set():
@@ -280,3 +296,19 @@ async def serve(
     finally:
         await runner.cleanup()
         remove_socket(socket_path(settings))
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int, listener: str, key: str) -> None:
+    site = GuardedSite(
+        runner, host, port, guard=runner.app[GUARD], listener=listener, reuse_address=True
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        # Restarting cannot free the port: exit as a configuration error, which stops
+        # the daemon (as gunicorn does) instead of a half-alive one that says ready.
+        raise ConfigError(
+            f"the HTTP server cannot listen on {host}:{port}: {exc.strerror or exc};"
+            f" set INGESTD_{key.upper()} (or {key}) to a free port"
+        ) from None
+    log.info("http server listening", host=host, port=port, listener=listener)

@@ -47,6 +47,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ingestd.shared.db import idempotency
 from ingestd.shared.db.idempotency import KeyRecord
 from ingestd.shared.ingest import IngestResult, ingest_stream
+from ingestd.supervisor.http.auth import upload_limit_mb
 from ingestd.supervisor.http.state import STATE, error_response, json_response
 
 FILE_FIELD = "file"
@@ -90,7 +91,8 @@ class _BadForm(Exception):
 
 async def upload(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    limit = state.settings.max_upload_mb * 2**20
+    limit_mb = upload_limit_mb(request)  # auth: the token's own cap, if lower
+    limit = limit_mb * 2**20
     if request.content_type != "multipart/form-data":
         return error_response(
             415, f"send the document as multipart/form-data in a field named '{FILE_FIELD}'"
@@ -104,7 +106,7 @@ async def upload(request: web.Request) -> web.Response:
             )
         key = match[1]
     if request.content_length is not None and request.content_length > limit + MULTIPART_ALLOWANCE:
-        return _too_large(state.settings.max_upload_mb)
+        return _too_large(limit_mb)
     try:
         reader = await request.multipart()
         part = await _file_part(reader)
@@ -155,7 +157,7 @@ async def _store(request: web.Request, part: BodyPartReader, stream: _PartStream
                 ingest_stream, stream, source=f"upload:{filename}", filename=filename
             )
     except _StreamError as exc:
-        return exc.response(state.settings.max_upload_mb)
+        return exc.response(upload_limit_mb(request))
     except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError) as exc:
         return error_response(400, f"upload interrupted ({type(exc).__name__})")
     if result.status == "rejected":
@@ -188,7 +190,7 @@ async def _replay(request: web.Request, held: KeyRecord, stream: _PartStream) ->
         async with request.app[STATE].upload_slots:
             await asyncio.to_thread(stream.drain)
     except _StreamError as exc:
-        return exc.response(request.app[STATE].settings.max_upload_mb)
+        return exc.response(upload_limit_mb(request))
     except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError) as exc:
         return error_response(400, f"upload interrupted ({type(exc).__name__})")
     if stream.sha256 != held.request_sha256:

@@ -202,6 +202,7 @@ EXAMPLES = {
     "leases.expired": "leases.expired",
     "leases.lost": "leases.lost",
     "db.reconnects": "db.reconnects",
+    "http.refused.<reason>": "http.refused.rate_limited",
 }
 
 

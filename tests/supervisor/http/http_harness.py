@@ -18,27 +18,65 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from ingestd.shared.db import tokens as db_tokens
 from ingestd.shared.llamaparse import sign
 from ingestd.shared.settings import Settings
 from ingestd.supervisor.http.app import build_app, make_runner, start_local_site
+from ingestd.supervisor.http.limits import API, GUARD, WEBHOOK, GuardedSite
 from ingestd.supervisor.local_api import socket_path
+from ingestd.supervisor.tokens import digest, split
 from tests import polling
 from tests.emulators import LlamaParseEmulator, LlamaParseEmulatorConfig, running
 from tests.emulators.llamaparse_api import DEFAULT_API_KEY
 
 SECRET = "whsec-test-0123456789abcdef"
+JOB_PARKED_BY = "job-parked-by-test"
+# The admin token the `db` fixture stores and `request` sends unless told otherwise.
+ADMIN_TOKEN = "ingestd_00000000ad01_" + "harness-admin-secret".ljust(43, "x")
+
+
+def add_token(
+    conn: psycopg.Connection[Any],
+    token: str,
+    *,
+    scope: str = "admin",
+    name: str | None = None,
+    max_upload_mb: int | None = None,
+) -> None:
+    """Store a token whose text the test chose (``ingestd_<12 hex>_<43 chars>``)."""
+    parts = split(token)
+    assert parts is not None, token
+    db_tokens.insert(
+        conn,
+        token_id=parts[0],
+        name=name or f"test-{parts[0]}",
+        scope=scope,
+        secret_sha256=digest(parts[1]),
+        expires_at=None,
+        max_upload_mb=max_upload_mb,
+    )
 
 
 class AppServer:
     """``build_app`` served on 127.0.0.1:0; use with ``tests.emulators.runner.running``."""
 
-    def __init__(self, settings: Settings, url: str, *, local_socket: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        url: str,
+        *,
+        local_socket: bool = False,
+        webhook_listener: bool = False,
+    ) -> None:
         self.settings = settings
         self.db_url = url
         self.local_socket = local_socket
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._webhook_listener = webhook_listener
         self.url = ""
+        self.webhook_url = ""  # the webhook-only listener, when asked for
+        self.app: web.Application | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -47,14 +85,20 @@ class AppServer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        runner = make_runner(build_app(self.settings, url=self.db_url))
+        self.app = build_app(self.settings, url=self.db_url)
+        runner = make_runner(self.app)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self._runner = runner
+        # The daemon's own sites: each connection passes the connection guard.
+        site = GuardedSite(runner, "127.0.0.1", 0, guard=self.app[GUARD], listener=API)
         await site.start()
+        self.url = f"http://127.0.0.1:{site.bound_port}"
+        if self._webhook_listener:
+            hook = GuardedSite(runner, "127.0.0.1", 0, guard=self.app[GUARD], listener=WEBHOOK)
+            await hook.start()
+            self.webhook_url = f"http://127.0.0.1:{hook.bound_port}"
         if self.local_socket:
             await start_local_site(runner, socket_path(self.settings))
-        self._runner = runner
-        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -79,9 +123,14 @@ def request(
     json_body: Any = None,
     headers: dict[str, str] | None = None,
     timeout: float = 30.0,
+    token: str | None = ADMIN_TOKEN,
 ) -> Reply:
     """One HTTP request; ``data`` may be bytes, aiohttp.FormData or a callable returning
-    an async iterator of bytes (sent chunked, or with the Content-Length given in headers)."""
+    an async iterator of bytes (sent chunked, or with the Content-Length given in headers).
+    ``token`` is sent as ``Authorization: Bearer`` unless None or headers carry their own."""
+    headers = dict(headers or {})
+    if token is not None and "Authorization" not in headers:
+        headers["Authorization"] = f"Bearer {token}"
 
     async def go() -> Reply:
         payload = data() if callable(data) else data
@@ -201,8 +250,10 @@ def wait_for(predicate: Callable[[], Any], *, within: float = 20.0, what: str = 
 
 @pytest.fixture
 def db(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    """The emptied test database, parse results included (the shared fixture predates them)."""
-    conn.execute("TRUNCATE parse_results")
+    """The emptied test database, parse results and API tokens included (the shared fixture
+    predates them), holding the harness's admin token."""
+    conn.execute("TRUNCATE parse_results, api_tokens")
+    add_token(conn, ADMIN_TOKEN, name="harness-admin")
     return conn
 
 

@@ -16,14 +16,15 @@ from schemathesis.specs.openapi.checks import (
 
 from ingestd.supervisor.http.openapi import SPEC
 from tests.emulators import running
-from tests.supervisor.http.http_harness import AppServer
+from tests.supervisor.http.http_harness import ADMIN_TOKEN, AppServer
 
 schema = schemathesis.openapi.from_dict(SPEC)
 
 
 def api_headers() -> dict[str, str]:
-    """What authenticates the fuzzer's requests (none needed yet)."""
-    return {}
+    """The fuzzer's requests carry the harness's admin token (stored by the ``db``
+    fixture), so every route is reached past authentication."""
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from ingestd.shared.exitcodes import EXIT_OK
 from ingestd.shared.ingest import IngestResult
 from ingestd.shared.states import TERMINAL, Status
 from tests.emulators.openai_api import DEFAULT_API_KEY
+from tests.supervisor.http.http_harness import ADMIN_TOKEN, add_token
 from tests.supervisor.observability.obs_support import Daemon, cli_json, free_port, wait_until
 
 N_DOCS = 6
@@ -28,7 +29,11 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def _get(port: int, path: str) -> tuple[int, Any]:
     try:
-        with _NO_PROXY.open(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        # /v1 needs an API token (the test stores ADMIN_TOKEN); the probes do not.
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        with _NO_PROXY.open(req, timeout=10) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"null")
@@ -68,6 +73,8 @@ def test_cli_http_and_database_agree(
             f"n{i}.md",
             "text/markdown",
         )
+    conn.execute("DELETE FROM api_tokens")
+    add_token(conn, ADMIN_TOKEN)
     openai_emulator.config.latency = LATENCY
     port = free_port()
     env = {
