@@ -234,7 +234,28 @@ def _op(
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": responses, **more}
     op["security"] = [{"bearerAuth": []}] if secured else []
+    if secured:
+        # supervisor.http.auth answers these on every secured route, before its handler.
+        responses.setdefault("401", _UNAUTHENTICATED)
+        responses.setdefault("403", _FORBIDDEN)
+        responses.setdefault("429", _RATE_LIMITED)
     return op
+
+
+_UNAUTHENTICATED = {
+    **_problem("No token, or one that is wrong, revoked or expired"),
+    "headers": {
+        "WWW-Authenticate": {
+            "schema": {"type": "string"},
+            "description": 'Bearer realm="ingestd" (with error="invalid_token" when one was given)',
+        }
+    },
+}
+_FORBIDDEN = _problem("The token's scope does not allow this route")
+_RATE_LIMITED = {
+    **_problem("The token's request rate is used up"),
+    "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait"}},
+}
 
 
 PATHS: dict[str, Any] = {

@@ -47,7 +47,7 @@ def test_no_wrong_revoked_or_expired_token_is_a_401_with_a_challenge(server, db)
     missing = request("GET", status, token=None)
     assert missing.status == 401
     assert missing.headers["WWW-Authenticate"] == REALM  # nothing given: no error code
-    assert "Bearer" in missing.json()["error"]
+    assert "Bearer" in missing.json()["detail"]
 
     good = _token(db, "read")
     assert request("GET", status, token=good).status == 200
@@ -146,7 +146,7 @@ def test_a_route_missing_from_the_table_is_refused_to_every_token(http_settings,
         for path in ("/v1/unlisted", "/unlisted-outside"):
             assert request("GET", app.url + path, token=None).status == 401
             reply = request("GET", app.url + path)  # admin
-            assert reply.status == 403 and "no access rule" in reply.json()["error"]
+            assert reply.status == 403 and "no access rule" in reply.json()["detail"]
 
 
 def test_below_admin_the_status_and_documents_show_no_hosts_pids_or_paths(server, db) -> None:
@@ -226,7 +226,7 @@ def test_the_webhook_listener_serves_the_webhook_and_nothing_else(
         ):
             reply = request(method, hook + path)  # even with the admin token
             assert reply.status == 404, (method, path, reply.body)
-            assert reply.json()["error"] == "not found"
+            assert reply.json()["detail"] == "not found"
         # The webhook itself answers there, checking its own signature.
         body = event_body(JOB_PARKED_BY, "parse.error", error_message="corrupt")
         unsigned = request("POST", hook + "/v1/webhooks/llamaparse", data=body, token=None)

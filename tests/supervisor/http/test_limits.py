@@ -189,7 +189,7 @@ def test_a_token_with_its_own_upload_cap(server, db) -> None:
     before = snapshot(db)
     big, big_headers = multipart(b"z" * (2 << 20), "big.txt")
     declared = request("POST", url, data=big, headers=big_headers, token=small)
-    assert declared.status == 413 and "1 MiB" in declared.json()["error"]
+    assert declared.status == 413 and "1 MiB" in declared.json()["detail"]
     # Streamed without a length: cut once the count passes the token's cap.
     head, headers = multipart(b"", "big.bin")
     boundary = headers["Content-Type"].split("boundary=")[1]
