@@ -22,7 +22,8 @@ SNIFF_BYTES = 64 * 1024
 # A document whose first 64 KiB are ASCII may still be Latin-1 further on: a seekable
 # stream is read through (in pieces of this size) to confirm UTF-8 before any text
 # leaves, and charset detection then looks at the bytes around the first non-UTF-8 one.
-SCAN_BYTES = 1024 * 1024
+# Small pieces: each non-ASCII one is decoded into a throwaway string.
+SCAN_BYTES = 64 * 1024
 SAMPLE_BEFORE = 16 * 1024
 SAMPLE_AFTER = 48 * 1024
 
@@ -165,6 +166,8 @@ class DecodedText:
             if head_at < len(head):
                 raw = head[head_at : head_at + step]
                 head_at += len(raw)
+                if head_at >= len(head):
+                    head = b""  # decoded: not kept for the rest of the document
             else:
                 raw = stream.read(step)
             final = not raw

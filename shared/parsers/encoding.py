@@ -32,10 +32,14 @@ _WIDE_STRAY_SHARE = 0.02
 # Fewer code units than this are too few to tell a pattern from chance.
 _WIDE_MIN_UNITS = 4
 
-# When several single-byte encodings decode a sample equally well (the usual case
+# When several single-byte encodings decode a sample (nearly) equally well (the usual case
 # for short Western text: 'déjà' is as plausible in cp1250 as in cp1252), take the
 # one most documents are in. cp1252 comes before Latin-1 because it is a superset of
 # Latin-1's printable characters (and what WHATWG decodes 'latin-1' labels as).
+# Nearly as plausible counts as tied: on a short sample one unusual character (an
+# '¿' or 'Æ') moves charset-normalizer's mess ratio by several hundredths.
+_CHAOS_TOLERANCE = 0.1
+_COHERENCE_TOLERANCE = 0.02
 _TIE_PREFERENCE = ("cp1252", "iso8859-15", "iso8859-1", "cp1250", "cp1251", "koi8-r")
 
 
@@ -123,13 +127,20 @@ def corrupt_utf8(data: bytes, bad: int) -> bool:
 
 
 def detect(sample: bytes) -> str | None:
-    """charset-normalizer's best single encoding for ``sample``, ties broken by
-    how common an encoding is; None when nothing decodes it as plausible text."""
-    matches = list(from_bytes(sample))
+    """charset-normalizer's best single encoding for ``sample``, near-ties broken
+    by how common an encoding is; None when nothing decodes it as plausible text."""
+    # UTF-16/32 are recognised by their BOM or NUL pattern (``choose``); a guess of
+    # either for bytes with neither is binary data read two bytes at a time.
+    matches = [m for m in from_bytes(sample) if not m.encoding.startswith(("utf_16", "utf_32"))]
     if not matches:
         return None
     best = matches[0]
-    tied = [m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)]
+    tied = [
+        m
+        for m in matches
+        if m.chaos <= best.chaos + _CHAOS_TOLERANCE
+        and m.coherence >= best.coherence - _COHERENCE_TOLERANCE
+    ]
     names = {canonical(n) for m in tied for n in [m.encoding, *m.could_be_from_charset]}
     for name in _TIE_PREFERENCE:
         if name in names:

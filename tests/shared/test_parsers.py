@@ -140,7 +140,11 @@ def test_detect_mime(name: str, head: bytes, expected: str) -> None:
     [
         ("image.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "unsupported binary '.png' file"),
         ("archive.zip", b"PK\x03\x04\x14\x00\x06\x00", "neither DOCX nor PPTX"),
-        ("blob", bytes(range(256)), "unsupported binary file (looks binary: NUL bytes at offset 0)"),
+        (
+            "blob",
+            bytes(range(256)),
+            "unsupported binary file (looks binary: NUL bytes at offset 0)",
+        ),
         ("notes.txt", b"text\x00\x00\x00more", "looks binary: NUL bytes at offset 4"),
         ("old.doc.docx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "encrypted or in the old binary"),
         ("report.docx", b"plain text", "file is named .docx but is not a zip archive"),
