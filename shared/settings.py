@@ -219,8 +219,8 @@ class Settings(BaseSettings):
     )
     parser: Literal["local", "llamaparse"] = Field(
         "local",
-        description="local: plain text, Markdown and PDF, in-process. llamaparse: LlamaParse "
-        "(needs LLAMA_CLOUD_API_KEY).",
+        description="local: plain text and Markdown (any common encoding), HTML, PDF, DOCX "
+        "and PPTX, in-process. llamaparse: LlamaParse (needs LLAMA_CLOUD_API_KEY).",
     )
 
     http_host: str = Field(

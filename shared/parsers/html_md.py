@@ -1,5 +1,8 @@
 """text/html -> Markdown-like text, streamed through the stdlib HTMLParser.
 
+The bytes are decoded as any text document is (``decode``); a ``<meta charset>``
+is not read, detection decides.
+
 Keeps what the chunker uses as structure: ``#`` headings, blank-line separated
 paragraphs, ``- `` list items and fenced ``<pre>`` blocks. Drops scripts, styles
 and the document head. Entities are decoded by HTMLParser (convert_charrefs).
@@ -13,7 +16,7 @@ from typing import BinaryIO
 
 from ingestd.shared.errors import InvalidInput
 from ingestd.shared.parsers.blocks import BlockBuffer
-from ingestd.shared.parsers.utf8 import decode_utf8
+from ingestd.shared.parsers.decode import DecodedText, TextBlocks
 
 FEED_CHARS = 64 * 1024
 
@@ -156,10 +159,17 @@ class _MarkdownWriter(HTMLParser):
                 self._brk(_SPACE)
 
 
-def iter_html_blocks(stream: BinaryIO, *, block_chars: int) -> Iterator[str]:
+def iter_html_blocks(
+    stream: BinaryIO, *, block_chars: int, charset: str | None = None
+) -> TextBlocks:
+    decoded = DecodedText(stream, FEED_CHARS, declared=charset)
+    return TextBlocks(decoded, _blocks(decoded, block_chars))
+
+
+def _blocks(decoded: DecodedText, block_chars: int) -> Iterator[str]:
     out = BlockBuffer(block_chars)
     parser = _MarkdownWriter(out)
-    for text in decode_utf8(stream, FEED_CHARS):
+    for text in decoded:
         parser.feed(text)
         if len(parser.rawdata) > MAX_PENDING_CHARS:
             raise InvalidInput(

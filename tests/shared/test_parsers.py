@@ -16,7 +16,9 @@ from reportlab.pdfgen import canvas
 from ingestd.shared.errors import ErrorClass, InvalidInput
 from ingestd.shared.parsers import (
     APPLICATION_PDF,
+    DOCX,
     PARSER_VERSION,
+    PPTX,
     SUPPORTED_MIME_TYPES,
     TEXT_HTML,
     TEXT_MARKDOWN,
@@ -137,9 +139,15 @@ def test_detect_mime(name: str, head: bytes, expected: str) -> None:
     ("name", "head", "message"),
     [
         ("image.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "unsupported binary '.png' file"),
-        ("report.docx", b"PK\x03\x04\x14\x00\x06\x00", "unsupported binary '.docx' file"),
-        ("blob", bytes(range(256)), "unsupported binary file"),
-        ("notes.txt", b"text\x00\x00\x00more", "binary content in a text document"),
+        ("archive.zip", b"PK\x03\x04\x14\x00\x06\x00", "neither DOCX nor PPTX"),
+        (
+            "blob",
+            bytes(range(256)),
+            "unsupported binary file (looks binary: NUL bytes at offset 0)",
+        ),
+        ("notes.txt", b"text\x00\x00\x00more", "looks binary: NUL bytes at offset 4"),
+        ("old.doc.docx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "encrypted or in the old binary"),
+        ("report.docx", b"plain text", "file is named .docx but is not a zip archive"),
         ("fake.pdf", b"hello, not a pdf", "file is named .pdf but has no PDF header"),
     ],
 )
@@ -153,8 +161,9 @@ def test_normalize_mime_and_parser_names() -> None:
     assert normalize_mime("Text/HTML; charset=UTF-8") == TEXT_HTML
     assert normalize_mime("text/x-markdown") == TEXT_MARKDOWN
     assert normalize_mime('text/plain; charset="us-ascii"') == TEXT_PLAIN
-    with pytest.raises(InvalidInput, match="unsupported charset 'latin-1'"):
-        normalize_mime("text/plain; charset=latin-1")
+    assert normalize_mime("text/plain; charset=latin-1") == TEXT_PLAIN
+    with pytest.raises(InvalidInput, match="unknown charset 'no-such-codec'"):
+        normalize_mime("text/plain; charset=no-such-codec")
     with pytest.raises(InvalidInput, match="unsupported MIME type 'image/png'"):
         normalize_mime("image/png")
     names = {mime: parser_name(mime) for mime in SUPPORTED_MIME_TYPES}
@@ -163,6 +172,8 @@ def test_normalize_mime_and_parser_names() -> None:
         TEXT_MARKDOWN: "local-text",
         TEXT_HTML: "local-html",
         APPLICATION_PDF: "local-pdfium",
+        DOCX: "local-docx",
+        PPTX: "local-pptx",
     }
     with pytest.raises(InvalidInput):
         parser_name("application/msword")
@@ -218,9 +229,11 @@ def test_invalid_utf8_offset_past_the_first_read() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"text with a \x00 NUL byte", "binary content in a text document"),
-        (bytes(range(1, 9)) * 40 + b"abc", "binary content in a text document"),
-        ("hello".encode("utf-16"), "text is UTF-16 encoded; only UTF-8 is supported"),
+        (b"text with a \x00 NUL byte", "looks binary: NUL bytes at offset 12"),
+        (
+            bytes(range(1, 9)) * 40 + b"abc",
+            "looks binary: more than 1 character in 10 is a control character",
+        ),
         (b"", "document is empty"),
         (b" \n\t\r\n  \n", "document is empty"),
         (b"\xef\xbb\xbf\n", "document is empty"),
@@ -332,8 +345,8 @@ def test_html_without_closing_head_keeps_the_body() -> None:
             "document is empty (no text outside markup)",
         ),
         (b"", "document is empty (no text outside markup)"),
-        (b"<p>ok</p>\xff", "not valid UTF-8 at byte offset 9"),
-        (b"<p>\x00</p>", "binary content in a text document"),
+        ("<p>é</p>".encode() + b"\xff", "not valid UTF-8 at byte offset 9"),
+        (b"<p>\x00</p>", "looks binary: NUL bytes at offset 3"),
     ],
 )
 def test_html_rejects(data: bytes, message: str) -> None:

@@ -94,7 +94,7 @@ def test_a_group_gives_the_same_chunks_as_one_by_one_with_fewer_requests(
 
 def test_a_bad_member_fails_alone(conn, db_url, make_settings) -> None:
     texts = _texts(4)
-    texts["broken.md"] = b"# Broken\n\nnot UTF-8: \xc3\x28 at all\n"
+    texts["broken.md"] = "# Broken\n\nUTF-8 ✓ with a corrupt byte: ".encode() + b"\xc3\x28\n"
     texts["blank.md"] = b"   \n\n \t \n"
     ids = ingest_texts(conn, texts)
     run_worker(make_settings(), db_url)

@@ -18,13 +18,7 @@ from typing import Any, BinaryIO
 from ingestd.shared.db import blobs, segments
 from ingestd.shared.db.blobs import BlobReader, open_blob
 from ingestd.shared.errors import InvalidInput
-from ingestd.shared.parsers import (
-    APPLICATION_PDF,
-    PARSER_VERSION,
-    iter_blocks,
-    normalize_mime,
-    parser_name,
-)
+from ingestd.shared.parsers import PARSER_VERSION, iter_blocks, parser_name, reads_ranges
 from ingestd.shared.states import Status
 from ingestd.workers.context import Member, StageContext
 
@@ -46,13 +40,16 @@ def run_together(ctx: StageContext) -> Status:
     data = blobs.read_whole(ctx.conn, [m.doc["blob_oid"] for m in ctx.members])
 
     def parse_one(m: Member) -> None:
-        blocks = iter_blocks(io.BytesIO(data.pop(m.doc["blob_oid"])), m.doc["mime_type"])
+        blocks = iter_blocks(
+            io.BytesIO(data.pop(m.doc["blob_oid"])), m.doc["mime_type"], filename=m.doc["filename"]
+        )
         m.blocks = [b for b in blocks if b]
         m.fields, m.details = parsed(
             m.doc["mime_type"],
             len(m.blocks),
             sum(len(b) for b in m.blocks),
             getattr(blocks, "pages", None),
+            getattr(blocks, "encoding", None),
         )
 
     ctx.per_member(parse_one)
@@ -70,13 +67,13 @@ def run_together(ctx: StageContext) -> Status:
 
 def run_local(ctx: StageContext) -> Status:
     doc = ctx.doc
-    if normalize_mime(doc["mime_type"]) == APPLICATION_PDF:
+    if reads_ranges(doc["mime_type"]):
         # PDFium seeks before most reads: a read-ahead buffer would be thrown away
         # (and refetched) each time, so it reads exact ranges instead.
         stream: BinaryIO = BlobReader(ctx.conn, doc["blob_oid"], doc["size_bytes"])  # type: ignore[assignment]
     else:
         stream = open_blob(ctx.conn, doc["blob_oid"], doc["size_bytes"])
-    blocks = iter_blocks(stream, doc["mime_type"])
+    blocks = iter_blocks(stream, doc["mime_type"], filename=doc["filename"])
     segments.clear(ctx.conn, ctx.doc_id)  # what an interrupted attempt left; one statement
     written = chars = 0
     pending = _counted(blocks)
@@ -89,16 +86,19 @@ def run_local(ctx: StageContext) -> Status:
         with ctx.conn.transaction():
             written += segments.write(ctx.conn, ctx.doc_id, written, group)
         chars += sum(len(g) for g in group)
-    fields, details = parsed(doc["mime_type"], written, chars, pending.pages)
+    fields, details = parsed(
+        doc["mime_type"], written, chars, pending.pages, getattr(blocks, "encoding", None)
+    )
     with ctx.conn.transaction():
         ctx.transition(Status.PARSED, fields=fields, details=details)
     return Status.PARSED
 
 
 def parsed(
-    mime_type: str, segments: int, chars: int, pages: int | None
+    mime_type: str, segments: int, chars: int, pages: int | None, encoding: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What a local parse records on the document, and in its event; refuses an empty result."""
+    """What a local parse records on the document, and in its event (with the text
+    encoding found, for text documents); refuses an empty result."""
     if segments == 0 or chars == 0:
         raise InvalidInput("document is empty: no text could be extracted")
     fields = {
@@ -107,7 +107,10 @@ def parsed(
         "pages": pages,
         "parser": f"{parser_name(mime_type)}@{PARSER_VERSION}",
     }
-    return fields, {"segments": segments, "chars": chars}
+    details: dict[str, Any] = {"segments": segments, "chars": chars}
+    if encoding is not None:
+        details["encoding"] = encoding
+    return fields, details
 
 
 class _counted:

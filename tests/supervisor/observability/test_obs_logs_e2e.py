@@ -18,7 +18,7 @@ API_KEY = "sk-obs-logs-5f0d9c2e7a41b38d"
 MARKER = "Whistling otters audit the quarterly ledger at midnight"
 BAD_MARKER = "The ferryman's unpaid invoices from Lisbon"
 GOOD = "\n\n".join(f"## Chapter {i}\n\n{MARKER}, page {i}." for i in range(5)).encode()
-BAD = (BAD_MARKER + " follow.\n").encode() + b"\xc3\x28 not UTF-8\n"
+BAD = (BAD_MARKER + " follow.\n").encode() + b"\x00\x00 binary\n"
 STAGES = ("parsing", "chunking", "embedding", "finalizing")
 
 

@@ -19,7 +19,7 @@ GOOD = "\n\n".join(
     f"# Section {i}\n\nThe harbour crane lifts container number {i} onto the quay."
     for i in range(6)
 ).encode()
-BAD = b"A report that starts well and then \xff\xfe\xfd is not UTF-8 at all.\n"
+BAD = b"A report that starts well and then \x00\x00\x00 turns binary.\n"
 
 WIRE_TYPE = {MetricType.COUNTER: "c", MetricType.GAUGE: "g", MetricType.TIMER: "ms"}
 

@@ -288,3 +288,32 @@ def test_chunk_and_vector_writes_stream(
             )
     assert written == WRITE_ROWS
     assert chunks.embedding_counts(conn, chunk_document, name, version) == (WRITE_ROWS, WRITE_ROWS)
+
+
+# -- office documents --------------------------------------------------------------------
+
+DOCX_PARAGRAPHS = 40_000  # ~14 MB of word/document.xml, ~13 MB of text
+
+
+@pytest.fixture(scope="module")
+def big_docx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.shared.office_docs import large_docx
+
+    return large_docx(tmp_path_factory.mktemp("memory-docx") / "big.docx", DOCX_PARAGRAPHS)
+
+
+@pytest.fixture
+def docx_blob(conn: Any, big_docx: Path) -> tuple[Any, int, int]:
+    return _blob(conn, big_docx)
+
+
+@pytest.mark.limit_memory("8 MB")
+def test_docx_parse_from_a_large_object_streams(conn: Any, docx_blob: tuple[Any, int, int]) -> None:
+    _doc_id, oid, size = docx_blob
+    mime = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    paragraphs = 0
+    tail = ""  # a block may end inside the marker
+    for block in iter_blocks(open_blob(conn, oid, size), mime):
+        paragraphs += (tail + block).count("Paragraph ")
+        tail = block[-9:]
+    assert paragraphs == DOCX_PARAGRAPHS
