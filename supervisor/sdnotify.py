@@ -121,10 +121,6 @@ class SystemdNotifier:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.notify(reloading=1, monotonic_usec=usec)
 
-    def extend_timeout(self, seconds: float) -> bool:
-        """Ask for more time to start or stop (e.g. a long initdb or drain)."""
-        return self.notify(extend_timeout_usec=int(seconds * 1_000_000))
-
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()

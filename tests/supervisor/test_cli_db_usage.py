@@ -66,7 +66,7 @@ def test_no_psql_at_all_is_a_one_line_error_exit_2(
 
     assert main(["db", "shell", "-c", "select 1"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("ingestd: no psql found: install the PostgreSQL client")
+    assert err.startswith("ingestd db: no psql found: install the PostgreSQL client")
     assert err.count("\n") == 1
 
 

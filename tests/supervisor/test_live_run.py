@@ -72,7 +72,7 @@ def _env(cli_env: dict[str, str]) -> dict[str, str]:
 def test_run_drain_shows_the_live_view_and_its_summary(cli_env, ingest_bytes) -> None:
     for i in range(3):
         ingest_bytes(f"document {i} ".encode() * 300, name=f"doc{i}.txt")
-    ingest_bytes(b"\xff\xfe\x00 not text", name="broken.txt", mime_type=None)
+    ingest_bytes(b"binary \x00\x00\x00 junk, not text", name="broken.txt", mime_type=None)
 
     code, lines = _run_in_terminal(_env(cli_env), "--drain")
 

@@ -20,7 +20,7 @@ from tests.supervisor.observability.obs_support import Daemon, SentryIngest, wai
 
 BAD_MARKER = "Quarterly figures for the Tamarind acquisition"
 GOOD_MARKER = "The lighthouse keeper logs every passing schooner"
-BAD = (BAD_MARKER + " are attached below.\n").encode() + b"\xff\xfe broken\n"
+BAD = (BAD_MARKER + " are attached below.\n").encode() + b"\x00\x00\x00 turns binary\n"
 WRONG_KEY = "sk-not-the-account-key-0123456789"
 GOOD = "\n\n".join(f"# Part {i}\n\n{GOOD_MARKER}, entry {i}." for i in range(4)).encode()
 
