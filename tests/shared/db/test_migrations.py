@@ -9,7 +9,7 @@ import psycopg
 
 from ingestd.shared.db.chunks import ChunkRow, copy_embedded_many
 from ingestd.shared.db.connect import connect
-from ingestd.shared.db.migrate import current_version, latest_version, migrate
+from ingestd.shared.db.migrate import available, current_version, latest_version, migrate
 from ingestd.shared.ingest import ingest_file
 
 
@@ -46,7 +46,8 @@ def test_concurrent_migrations_apply_exactly_once(fresh_db_url) -> None:
     assert len(applied) == 1, "exactly one process applies the migrations"
     with psycopg.connect(url) as c:
         n_rows = c.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
-        assert n_rows == latest_version()
+        # One row per migration (numbers are assigned per branch, so they may have gaps).
+        assert n_rows == len(available())
 
 
 def test_parsed_text_is_stored_uncompressed(fresh_db_url) -> None:
