@@ -7,7 +7,7 @@ document row (``error_class``, ``error_message``) and in its event history.
 |---|---|---|
 | transient | network error, timeout, 5xx, malformed reply | retried with backoff (attempt++) |
 | rate_limited | 429 rate_limit_exceeded, upload throttling | rescheduled, no attempt counted |
-| circuit_open | the service's breaker is open | rescheduled, no attempt counted |
+| circuit_open | the service's breaker is open | rescheduled, no attempt (up to a horizon) |
 | invalid_input | the document itself is bad | ``failed`` at once |
 | auth | 401/403: wrong or missing key | ``failed`` at once |
 | quota | insufficient_quota / 402 out of credits | ``failed`` at once |
@@ -69,6 +69,7 @@ class IngestError(Exception):
         *,
         error_class: ErrorClass | None = None,
         retry_after: float | None = None,
+        service: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -78,6 +79,9 @@ class IngestError(Exception):
         self.retry_after = retry_after
         # The HTTP status behind it, when a response was received.
         self.http_status: int | None = None
+        # The remote service it came from (a breaker's name, e.g. "openai"), when one did:
+        # how long a document may wait on an unavailable one is bounded per service.
+        self.service = service
 
     def __str__(self) -> str:
         return f"{self.error_class}: {self.message}"

@@ -11,15 +11,17 @@ a code means the same to systemd and to an operator as to the supervisor. The RE
 from __future__ import annotations
 
 EXIT_OK = 0
-# The command line: work failed (a document failed or died under --wait, a file was
-# rejected), nothing matched the id given, or a check failed.
+# Work failed (a document failed or died under --wait, a file was rejected; for
+# `run --drain`, documents died waiting on a service), nothing matched the id given, or a
+# check failed.
 EXIT_FAILED = 1
 # The supervisor only: it gave up after a crash loop (systemd's Restart= decides next).
 EXIT_CRASH_LOOP = 1
 # The command line: a bad command line (argparse exits 2 too) or a bad configuration.
 EXIT_USAGE = 2
-# The command line: a service the command needs cannot be reached (the database, the
-# embedding API, the parser API); trying again later may work, the configuration is fine.
+# A service the command needs cannot be reached (the database, the embedding API, the
+# parser API; for `run --drain`, only work waiting on such a service is left); trying
+# again later may work, the configuration is fine.
 EXIT_UNREACHABLE = 3
 # EX_SOFTWARE: an unexpected exception, already logged and sent to Sentry by the child
 # (the command line prints one line and logs the traceback at debug level).

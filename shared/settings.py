@@ -444,6 +444,14 @@ class Settings(BaseSettings):
         2.0, gt=0, description="First retry delay; backoff doubles it, with full jitter."
     )
     retry_max_seconds: float = Field(600.0, gt=0, description="Longest retry delay.")
+    service_wait_horizon_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="Longest time one document may keep being rescheduled, without spending "
+        "an attempt, for a service whose circuit is open (measured from its first such "
+        "rescheduling; a stage finishing or a counted attempt restarts it). Past it the "
+        "document ends dead (circuit_open) with a message saying how long it waited.",
+    )
     poll_seconds: float = Field(
         5.0, gt=0, description="Fallback poll for work when a NOTIFY is lost."
     )
@@ -464,6 +472,15 @@ class Settings(BaseSettings):
         gt=0,
         description="On a graceful stop or reload, how long workers may finish their "
         "current documents before they are killed.",
+    )
+    # Longer than the circuit breakers' 30 s reset: at least two trial calls have failed
+    # before a drain gives up, so a service that only blinked is retried first.
+    drain_blocked_seconds: float = Field(
+        90.0,
+        gt=0,
+        description="run --drain: when every document left waits on an unavailable service "
+        "(nothing else runnable or in flight) for this long, exit 3 naming the service; the "
+        "documents stay queued.",
     )
     memory_soft_mb: int = Field(
         1024,

@@ -22,7 +22,9 @@ them (each child makes its own).
 Exit codes (``shared.exitcodes``): 0 stopped on request (TERM, INT, QUIT) or
 ``--drain`` finished; 1 crash loop (``crash_loop_limit`` rapid failures within
 ``crash_loop_window_seconds``, not counting deaths charged to the document the
-worker held: ``restarts``); 78 a worker reported a configuration error.
+worker held: ``restarts``), or ``--drain`` finished with documents dead at the service
+wait horizon; 3 ``--drain`` stopped because only documents waiting on an unavailable
+service were left (``supervisor.drain``); 78 a worker reported a configuration error.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import os
 import random
 import selectors
 import signal
+import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -41,7 +44,6 @@ from typing import Any
 
 import psycopg
 
-from ingestd.shared.db import reports
 from ingestd.shared.db.connect import database_url
 from ingestd.shared.db.migrate import migrate
 from ingestd.shared.exitcodes import EXIT_CONFIG, EXIT_CRASH_LOOP, EXIT_OK
@@ -54,6 +56,7 @@ from ingestd.supervisor import control, fork, reload, watch
 from ingestd.supervisor.children import Child, Death, Kind, Reason, classify, log_fields
 from ingestd.supervisor.database import SupervisorDatabase, check_embedding_space
 from ingestd.supervisor.deaths import Deaths
+from ingestd.supervisor.drain import DrainCheck
 from ingestd.supervisor.live import LiveView
 from ingestd.supervisor.memory import MemoryLimits, Verdict, megabytes
 from ingestd.supervisor.proctitle import http_title, set_title, supervisor_title, worker_title
@@ -141,6 +144,8 @@ class Arbiter:
         self._publisher = Publisher(self._db, self._metrics)
         self._next_memory = 0.0
         self._next_drain_check = 0.0
+        self._drain_check = DrainCheck(self.started_at)
+        self._exit_message: str | None = None  # one line for the operator, printed at exit
         # SIGTERM -> handle_term, and so on (a missing handler fails here, not on the signal).
         self._handlers: dict[int, Callable[[], None]] = {
             sig: getattr(self, f"handle_{signal_name(sig)[3:].lower()}") for sig in HANDLED
@@ -152,7 +157,7 @@ class Arbiter:
         """Supervise until stopped; return the process exit code."""
         self.pid = os.getpid()
         self.id = control.supervisor_id(self.hostname, self.pid)
-        self.started_at = datetime.now(UTC)
+        self.started_at = self._drain_check.started_at = datetime.now(UTC)
         reload.configure_logging(self.settings)
         register_settings_secrets(self.settings)
         # Read (and remove from the environment) before forking: workers must not inherit
@@ -190,6 +195,8 @@ class Arbiter:
             raise
         finally:
             self._cleanup()
+            if self._exit_message:
+                print(f"ingestd: {self._exit_message}", file=sys.stderr, flush=True)
 
     def _loop(self) -> int:
         while True:
@@ -224,7 +231,7 @@ class Arbiter:
         self._check_ready()
         if self.drain and self._ready and now >= self._next_drain_check:
             self._next_drain_check = now + DRAIN_CHECK_SECONDS
-            self._check_drain()
+            self._check_drain(now)
 
     # -- signals: each handler is what the signal means ----------------------------------
 
@@ -479,15 +486,23 @@ class Arbiter:
         self._log.info("supervisor ready", workers=self.target)
         self._publisher.ready(self._view())
 
-    def _check_drain(self) -> None:
+    def _check_drain(self, now: float) -> None:
         try:
-            outstanding = reports.outstanding_documents(self._db.conn())
+            finished = self._drain_check.check(
+                self._db.conn(), now, window=self.settings.drain_blocked_seconds
+            )
         except psycopg.Error as exc:
             self._db.error("drain check", exc)
             return
-        if outstanding == 0:
-            self._log.info("drain finished: nothing runnable or in flight")
-            self._begin_stop(EXIT_OK, graceful=True, why="drain finished")
+        if finished is None:
+            return
+        (self._log.info if finished.code == EXIT_OK else self._log.error)(
+            finished.why,
+            services={w.service: w.documents for w in finished.services} or None,
+            message=finished.message,
+        )
+        self._exit_message = finished.message
+        self._begin_stop(finished.code, graceful=True, why=finished.why)
 
     # -- children: end -------------------------------------------------------------------
 

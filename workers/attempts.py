@@ -52,6 +52,7 @@ def end_attempt(
             max_attempts=settings.max_attempts,
             retry_base=settings.retry_base_seconds,
             retry_cap=settings.retry_max_seconds,
+            horizon=settings.service_wait_horizon_seconds,
         )
     except LeaseLost as lost:
         log.warning("lease lost while recording an error", detail=str(lost))
@@ -69,7 +70,9 @@ def end_attempt(
         metrics.incr(f"documents.dead.{cls}")
         sentry.capture_document_error(exc, stage=stage, error_class=err.error_class)
         log.error(
-            "document dead: attempts exhausted",
+            "document dead: waited past the service horizon"
+            if outcome.waited_out
+            else "document dead: attempts exhausted",
             error_class=cls,
             message=err.message,
             attempts=outcome.attempts,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,15 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ingestd.shared.db.attempts import SQL_FUNCTION, Decision, Ending, decide
+from ingestd.shared.db.attempts import (
+    SQL_FUNCTION,
+    Clock,
+    Decision,
+    Ending,
+    clock,
+    decide,
+    next_try_within,
+)
 from ingestd.shared.db.reports import leased_by
 from ingestd.shared.errors import ErrorClass, IngestError, LeaseLost
 from ingestd.shared.resilience.backoff import document_backoff
@@ -71,11 +80,13 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 ), upd AS (
     UPDATE documents d SET
-        status = CASE {attempt_end}(%(retryable)s, d.attempts + %(counts)s, %(max_attempts)s)
+        status = CASE {attempt_end}(%(retryable)s, d.attempts + %(counts)s, %(max_attempts)s,
+                                    0, 'Infinity')
                       WHEN 'dead' THEN 'dead'::document_status
                       WHEN 'failed' THEN 'failed'::document_status
                       ELSE {resting} END,
         attempts = d.attempts + %(counts)s,
+        waiting_since = NULL, waiting_for = NULL,
         lease_owner = NULL, lease_expires_at = NULL, run_after = now(),
         error_class = 'lease_expired',
         error_message = 'lease held by ' || expired.lease_owner
@@ -132,6 +143,8 @@ SELECT * FROM upd
 """).format(runnable=_in(RUNNABLE), active=_case("picked.status", ACTIVE_OF))
 
 
+# The statement above clears the wait clock and passes no wait: right for a class that
+# counts an attempt (``attempts.clock`` is CLEAR for it; a test pins that).
 _REAPED = ErrorClass.LEASE_EXPIRED
 
 
@@ -331,7 +344,8 @@ def transition_many(
     ]
     if then is not None and not (keep_lease and is_handover(from_status, then)):
         raise ValueError(f"{from_status} cannot go on to {then} through {to_status}")
-    sets = [sql.SQL("status = %(final)s")]
+    # A stage finished: its service answered, so the document no longer waits on it.
+    sets = [sql.SQL("status = %(final)s, waiting_since = NULL, waiting_for = NULL")]
     sets += [sql.SQL("{0} = v.{0}").format(sql.Identifier(c)) for c in columns]
     if to_status is Status.COMPLETE and "completed_at" not in columns:
         sets.append(sql.SQL("completed_at = now()"))
@@ -433,6 +447,7 @@ class Outcome:
     status: Status
     attempts: int
     run_after: datetime | None
+    waited_out: bool = False  # dead because it waited on its service past the horizon
 
 
 def end_attempt(
@@ -446,12 +461,14 @@ def end_attempt(
     retry_base: float,
     retry_cap: float,
     worker: str | None = None,
+    horizon: float = math.inf,
 ) -> Outcome:
     """Record a failed attempt: retry later, fail permanently, or declare it dead
     (``shared.db.attempts.decide``).
 
     ``owner=None`` (the supervisor releasing a dead worker's document) matches any
-    lease holder named ``worker``; otherwise the lease must be ours.
+    lease holder named ``worker``; otherwise the lease must be ours. ``horizon``: how
+    long the document may wait on an unavailable service (``service_wait_horizon_seconds``).
     """
     with conn.transaction():
         cond = sql.SQL("id = %s AND lease_owner = %s")
@@ -460,7 +477,10 @@ def end_attempt(
             cond = sql.SQL("{} AND status = %s").format(cond)
             params.append(str(active_status))
         row = conn.execute(
-            sql.SQL("SELECT status, attempts FROM documents WHERE {} FOR UPDATE").format(cond),
+            sql.SQL(
+                "SELECT status, attempts, extract(epoch FROM now() - waiting_since)::float8"
+                " AS waited FROM documents WHERE {} FOR UPDATE"
+            ).format(cond),
             params,
         ).fetchone()
         if row is None:
@@ -471,7 +491,13 @@ def end_attempt(
             doc_id,
             current=current,
             resting=RESTING_OF.get(current, current),
-            decision=decide(error.error_class, row["attempts"], max_attempts),
+            decision=decide(
+                error.error_class,
+                row["attempts"],
+                max_attempts,
+                waiting_for=row["waited"],
+                horizon=horizon,
+            ),
             error=error,
             retry_base=retry_base,
             retry_cap=retry_cap,
@@ -480,6 +506,15 @@ def end_attempt(
 
 
 _EVENT_OF = {Ending.RETRY: "retry_scheduled", Ending.FAILED: "failed", Ending.DEAD: "dead"}
+# The wait clock as the attempt's end leaves it (``shared.db.attempts.clock``).
+_CLOCK = {
+    Clock.START: sql.SQL(
+        "waiting_since = coalesce(waiting_since, now()),"
+        " waiting_for = coalesce(%(service)s, waiting_for, 'unknown service')"
+    ),
+    Clock.CLEAR: sql.SQL("waiting_since = NULL, waiting_for = NULL"),
+    Clock.KEEP: sql.SQL("waiting_since = waiting_since"),
+}
 
 
 def _end_attempt(
@@ -497,7 +532,7 @@ def _end_attempt(
     details: Mapping[str, Any] | None = None,
 ) -> Outcome:
     """Write the decided end of an attempt on a row the caller has locked: status,
-    attempts, error, no lease, and the backed-off ``run_after`` of a retry."""
+    attempts, error, wait clock, no lease, and the backed-off ``run_after`` of a retry."""
     target = {Ending.FAILED: Status.FAILED, Ending.DEAD: Status.DEAD}.get(decision.ending, resting)
     retrying = decision.ending is Ending.RETRY
     delay = 0.0
@@ -505,18 +540,33 @@ def _end_attempt(
         delay = retry_delay(
             decision.attempts, base=retry_base, cap=retry_cap, retry_after=error.retry_after
         )
+        delay = next_try_within(decision, delay)
     message = error.message[:2000]
+    if decision.waited_out:
+        message = (
+            f"waited {decision.waited:.0f} s for {error.service or 'its service'}, past the "
+            f"{decision.horizon:g} s horizon; last error: {message}"
+        )[:2000]
     # The asynchronous parser's job id is dropped when its failure ends the attempt:
     # the next attempt uploads afresh.
     forget = sql.SQL(", parse_job_id = NULL") if forget_parse_job else sql.SQL("")
     upd = conn.execute(
         sql.SQL(
-            "UPDATE documents SET status = %s, attempts = %s, error_class = %s,"
-            " error_message = %s, lease_owner = NULL, lease_expires_at = NULL{forget},"
-            " run_after = now() + make_interval(secs => %s)"
-            " WHERE id = %s RETURNING run_after"
-        ).format(forget=forget),
-        (str(target), decision.attempts, str(error.error_class), message, delay, doc_id),
+            "UPDATE documents SET status = %(status)s, attempts = %(attempts)s,"
+            " error_class = %(class)s, error_message = %(message)s, lease_owner = NULL,"
+            " lease_expires_at = NULL{forget}, {clock},"
+            " run_after = now() + make_interval(secs => %(delay)s)"
+            " WHERE id = %(id)s RETURNING run_after"
+        ).format(forget=forget, clock=_CLOCK[clock(error.error_class)]),
+        {
+            "status": str(target),
+            "attempts": decision.attempts,
+            "class": str(error.error_class),
+            "message": message,
+            "delay": delay,
+            "service": error.service,
+            "id": doc_id,
+        },
     ).fetchone()
     event_details = dict(details or {})
     if retrying:
@@ -534,7 +584,9 @@ def _end_attempt(
         message=message,
         details=event_details or None,
     )
-    return Outcome(target, decision.attempts, upd["run_after"] if retrying else None)
+    return Outcome(
+        target, decision.attempts, upd["run_after"] if retrying else None, decision.waited_out
+    )
 
 
 def release_worker_leases(
@@ -671,7 +723,8 @@ def requeue_failed(conn: psycopg.Connection[Any], ids: Sequence[UUID] | None) ->
         cur = conn.execute(
             sql.SQL(
                 "WITH upd AS (UPDATE documents SET status = 'queued', attempts = 0,"
-                " run_after = now(), error_class = NULL, error_message = NULL WHERE {where}"
+                " run_after = now(), error_class = NULL, error_message = NULL,"
+                " waiting_since = NULL, waiting_for = NULL WHERE {where}"
                 " RETURNING id, correlation_id)"
                 " INSERT INTO document_events (document_id, event, to_status, correlation_id)"
                 " SELECT id, 'operator_retry', 'queued', correlation_id FROM upd ORDER BY id"
@@ -714,7 +767,7 @@ def parse_result_arrived(
     conn.execute(
         "UPDATE documents SET status = 'parsed', parsed_segments = %s, parsed_chars = %s,"
         " pages = %s, parser = %s, run_after = now(), error_class = NULL,"
-        " error_message = NULL WHERE id = %s",
+        " error_message = NULL, waiting_since = NULL, waiting_for = NULL WHERE id = %s",
         (segments, chars, pages, parser, doc_id),
     )
     add_event(

@@ -33,6 +33,7 @@ from ingestd.shared.resilience import (
     call_with_retries,
     classify_exception,
 )
+from ingestd.shared.resilience.classify import Endpoint
 from ingestd.shared.tokens import count_tokens, estimate_api_tokens
 
 _log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ class OpenAIEmbedder:
             # with less CPU than the default pure-Python HTTP/1.1 stack.
             http_client=openai.DefaultAioHttpClient(timeout=timeout),
         )
+        # Named in network errors: "embedding API unreachable at http://host:port: ...".
+        self._endpoint = Endpoint.of("embedding API", str(self._client.base_url))
 
     async def embed(self, texts: Sequence[str], *, correlation_id: str | None = None) -> np.ndarray:
         check_inputs(texts)
@@ -177,7 +180,7 @@ class OpenAIEmbedder:
             breaker=self.breaker,
             limiter=self.limiter,
             max_attempts=self.max_attempts,
-            classify=lambda exc: classify_exception(exc, service=SERVICE),
+            classify=lambda exc: classify_exception(exc, service=SERVICE, endpoint=self._endpoint),
             on_event=on_event,
             tokens=estimated_tokens,
             operation="openai.embeddings",

@@ -37,7 +37,7 @@ from ingestd.shared.resilience import (
     classify_exception,
     classify_http,
 )
-from ingestd.shared.resilience.classify import safe_message
+from ingestd.shared.resilience.classify import Endpoint, safe_message
 
 _log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class LlamaParseClient:
             raise ConfigError("LlamaParse client: an API key is required (LLAMA_CLOUD_API_KEY)")
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
+        self._endpoint = Endpoint.of("parser API", self.base_url)
         self.timeout = timeout
         self.breaker = breaker or CircuitBreaker(
             SERVICE, failure_threshold=5, reset_timeout=30.0, half_open_max_calls=1
@@ -294,7 +295,7 @@ class LlamaParseClient:
             breaker=self.breaker,
             limiter=limiter,
             max_attempts=self.max_attempts,
-            classify=lambda exc: classify_exception(exc, service=SERVICE),
+            classify=lambda exc: classify_exception(exc, service=SERVICE, endpoint=self._endpoint),
             on_event=self._on_event,
             operation=operation,
             max_wait=self.max_wait,

@@ -64,6 +64,9 @@ class CircuitBreaker:
         # caller vanished without reporting expires after reset_timeout.
         self._trials: list[float] = []
         self.times_opened = 0
+        # The last failure that counted: what a CircuitOpen reports as the reason, so a
+        # document resting on an open circuit records "connection refused", not "open".
+        self.last_failure: str | None = None
 
     # -- observation -------------------------------------------------------
 
@@ -107,10 +110,11 @@ class CircuitBreaker:
         """``allow()`` that raises ``CircuitOpen`` (with retry_after) instead of returning False."""
         if not self.allow():
             wait = self.retry_after()
-            raise CircuitOpen(
-                f"circuit '{self.name}' is {self._state}: service failing, retry in {wait:.1f}s",
-                retry_after=wait,
-            )
+            if self.last_failure:
+                message = f"{self.last_failure} (circuit '{self.name}' {self._state})"
+            else:
+                message = f"circuit '{self.name}' is {self._state}: service failing"
+            raise CircuitOpen(message, retry_after=wait, service=self.name)
 
     # -- outcomes ----------------------------------------------------------
 
@@ -129,6 +133,8 @@ class CircuitBreaker:
             # The service answered: neutral for its health; frees the trial slot.
             self.release()
             return
+        if isinstance(error, IngestError):
+            self.last_failure = error.message
         if self._state is BreakerState.HALF_OPEN:
             self._trip()
             return

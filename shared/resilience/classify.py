@@ -8,11 +8,16 @@ error message (redacted, truncated) and its request id: never payloads or keys.
 
 from __future__ import annotations
 
+import errno
 import json
 import re
+import socket
+import ssl
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ingestd.shared.errors import (
     AuthError,
@@ -39,6 +44,29 @@ _SECRET_PATTERNS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a service is reached, as messages name it: what it is to ingestd and its
+    origin (scheme, host, port; never credentials, path or query)."""
+
+    what: str  # e.g. "embedding API"
+    origin: str  # e.g. "http://127.0.0.1:8080"
+
+    @classmethod
+    def of(cls, what: str, url: str | None) -> Endpoint | None:
+        if not url:
+            return None
+        parts = urlsplit(url)
+        if not parts.scheme or not parts.hostname:
+            return None
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        try:
+            port = parts.port
+        except ValueError:  # a malformed port: name the host alone
+            port = None
+        return cls(what, f"{parts.scheme}://{host}" + (f":{port}" if port else ""))
+
+
 def classify_http(
     status: int,
     body: bytes | str | Mapping[str, Any] | None,
@@ -50,6 +78,7 @@ def classify_http(
     status in ``http_status`` (for per-status metrics)."""
     error = _classify_http(status, body, headers, service=service)
     error.http_status = status
+    error.service = service
     return error
 
 
@@ -99,11 +128,29 @@ def _classify_http(
     )
 
 
-def classify_exception(exc: BaseException, *, service: str | None = None) -> IngestError:
-    """Classify an exception raised while calling a remote service."""
+def classify_exception(
+    exc: BaseException, *, service: str | None = None, endpoint: Endpoint | None = None
+) -> IngestError:
+    """Classify an exception raised while calling a remote service.
+
+    A network failure is named by its root cause (refused, DNS, TLS, reset...), found
+    anywhere in the exception's chain: HTTP clients re-wrap it, and one of them reports
+    a refused connection as a connect *timeout*, which would send an operator looking
+    for a slow service instead of a missing one."""
     if isinstance(exc, IngestError):
         return exc
+    error = _classify_exception(exc, service, endpoint)
+    error.service = service
+    return error
+
+
+def _classify_exception(
+    exc: BaseException, service: str | None, endpoint: Endpoint | None
+) -> IngestError:
     prefix = f"{service}: " if service else ""
+    cause = network_cause(exc)
+    if cause is not None:
+        return TransientError(prefix + cause.describe(endpoint))
 
     openai = sys.modules.get("openai")
     if openai is not None:
@@ -132,6 +179,87 @@ def classify_exception(exc: BaseException, *, service: str | None = None) -> Ing
         f"{prefix}unexpected {type(exc).__name__} while calling the service",
         error_class=ErrorClass.INTERNAL,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkCause:
+    """The root of a failed connection, in words an operator can act on."""
+
+    reason: str  # "connection refused", "DNS lookup failed", ...
+    # True: no connection was ever made (the service is unreachable from here);
+    # False: a connection was made and then lost.
+    unreachable: bool
+
+    def describe(self, endpoint: Endpoint | None) -> str:
+        if endpoint is None:
+            return f"{'unreachable' if self.unreachable else 'connection lost'}: {self.reason}"
+        if self.unreachable:
+            return f"{endpoint.what} unreachable at {endpoint.origin}: {self.reason}"
+        return f"{endpoint.what} at {endpoint.origin}: {self.reason}"
+
+
+_UNREACHABLE_ERRNOS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.EADDRNOTAVAIL: "address not available",
+}
+_LOST_ERRNOS = {
+    errno.ECONNRESET: "connection reset by peer",
+    errno.ECONNABORTED: "connection aborted",
+    errno.EPIPE: "connection closed by peer (broken pipe)",
+}
+
+
+def network_cause(exc: BaseException) -> NetworkCause | None:
+    """The root network cause of ``exc``, innermost first, or None when its chain holds
+    none (then it is classified by its own type)."""
+    for link in reversed(list(_chain(exc))):
+        cause = _cause_of(link)
+        if cause is not None:
+            return cause
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from (or during), outermost first."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        following = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+        # aiohttp keeps the OSError of a failed connect in ``os_error`` as well.
+        nested = getattr(current, "os_error", None)
+        if following is None and isinstance(nested, BaseException):
+            following = nested
+        current = following
+
+
+def _cause_of(exc: BaseException) -> NetworkCause | None:
+    if isinstance(exc, socket.gaierror):
+        return NetworkCause("DNS lookup failed", unreachable=True)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or exc.reason or "certificate not trusted"
+        return NetworkCause(f"TLS certificate rejected ({detail})", unreachable=True)
+    if isinstance(exc, ssl.SSLError):
+        return NetworkCause(f"TLS handshake failed ({exc.reason or 'SSL error'})", unreachable=True)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        if exc.errno in _UNREACHABLE_ERRNOS:
+            return NetworkCause(_UNREACHABLE_ERRNOS[exc.errno], unreachable=True)
+        if exc.errno in _LOST_ERRNOS:
+            return NetworkCause(_LOST_ERRNOS[exc.errno], unreachable=False)
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is not None:
+        if isinstance(exc, aiohttp.ClientConnectorDNSError):
+            return NetworkCause("DNS lookup failed", unreachable=True)
+        if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
+            return NetworkCause("TLS handshake failed", unreachable=True)
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            return NetworkCause("server closed the connection", unreachable=False)
+    return None
 
 
 def retry_after_from(

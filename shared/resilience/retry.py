@@ -118,7 +118,7 @@ async def call_with_retries(
             elapsed = clock() - started
             error = classify(exc)
             if breaker is not None:
-                breaker.record_failure(error.error_class)
+                breaker.record_failure(error)
             delay = _next_delay(error, failures + 1, rate_limited + 1, backoff, rng)
             if error.error_class is ErrorClass.RATE_LIMITED:
                 rate_limited += 1

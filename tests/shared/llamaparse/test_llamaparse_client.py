@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -266,9 +267,10 @@ def test_unreachable_service_is_transient_then_opens_the_breaker(
             timeout=5.0,
         )
         async with c:
-            with pytest.raises(TransientError, match="network error"):
+            refused = f"parser API unreachable at {dead_url.rstrip('/')}: connection refused"
+            with pytest.raises(TransientError, match=re.escape(refused)):
                 await c.status("job")
-            with pytest.raises(CircuitOpen):
+            with pytest.raises(CircuitOpen, match=re.escape(refused)):
                 await c.status("job")
 
     asyncio.run(main())
