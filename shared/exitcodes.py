@@ -30,3 +30,6 @@ EXIT_CRASH = 70
 EXIT_CONFIG = 78
 # 128 + SIGINT: interrupted at the terminal.
 EXIT_INTERRUPTED = 130
+# 128 + SIGPIPE: the reader of the command's output went away (`| head`), as for any
+# Unix tool; quietly, no traceback.
+EXIT_BROKEN_PIPE = 141

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -540,6 +541,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return exitcodes.EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (`ingestd status | head -1`): what a Unix
+        # tool does then is stop quietly with 128 + SIGPIPE. stdout is pointed at
+        # /dev/null first, so the interpreter's own flush at exit cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exitcodes.EXIT_BROKEN_PIPE
     except Exception as exc:
         code, message = _failure(exc)
         print(f"ingestd {args.command}: {message}", file=sys.stderr)

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ingestd.shared.db import reports
 from ingestd.shared.db import supervisors as db_supervisors
-from ingestd.supervisor.terminal import Col, FittedTable, SideBySide, markup_safe
+from ingestd.supervisor.terminal import Col, FittedTable, OutputConsole, SideBySide, markup_safe
 
 
 def gather_status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def gather_status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 def render_status(
     status: dict[str, Any], *, wide: bool = False, console: Console | None = None
 ) -> None:
-    _print(console or Console(), status_renderable(status, wide=wide), wide=wide)
+    _print(console or OutputConsole(), status_renderable(status, wide=wide), wide=wide)
 
 
 def status_renderable(status: dict[str, Any], *, wide: bool = False) -> RenderableType:
@@ -180,7 +180,7 @@ def render_document(
     console: Console | None = None,
 ) -> None:
     """The document's timeline: stages with start, end, duration, attempts, errors."""
-    console = console or Console()
+    console = console or OutputConsole()
     console.print(
         f"[bold]{doc['id']}[/]  {markup_safe(doc['filename'])}  ({markup_safe(doc['mime_type'])},"
         f" {doc['size_bytes']} bytes)"

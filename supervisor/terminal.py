@@ -140,3 +140,12 @@ class SideBySide:
             yield grid
         else:
             yield Group(*self._parts())
+
+
+class OutputConsole(Console):
+    """A console for a command's answer on stdout. rich answers a reader that went away
+    (`ingestd status | head -1`) with ``SystemExit(1)``; this raises ``BrokenPipeError``
+    instead, so the CLI ends the way it ends every command that loses its reader."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError

@@ -16,7 +16,7 @@ from ingestd.supervisor.doctor import database, embedder, parser, telemetry, uni
 from ingestd.supervisor.doctor.disk import free_space
 from ingestd.supervisor.doctor.findings import Finding, Result, Status, skip
 from ingestd.supervisor.doctor.runner import Context, NamedCheck, Options, run_checks
-from ingestd.supervisor.terminal import Col, FittedTable, markup_safe
+from ingestd.supervisor.terminal import Col, FittedTable, OutputConsole, markup_safe
 
 # initdb and the first start of the embedded server take longer than one request.
 EMBEDDED_START_S = 60.0
@@ -105,7 +105,7 @@ def _finding_cell(result: Result) -> str:
 
 
 def render(findings: list[Finding], *, wide: bool = False, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or OutputConsole()
     table = FittedTable(
         "ingestd doctor",
         [

@@ -502,3 +502,23 @@ def test_what_is_not_there_gives_its_code_and_one_line(
     assert proc.returncode == code, proc.stderr[-2000:]
     assert message in proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_141(
+    cli_env: dict[str, str], conn: psycopg.Connection[Any]
+) -> None:
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `| head` that has already exited
+    proc = subprocess.run(
+        [sys.executable, "-m", "ingestd.supervisor.cli", "status", "--wide"],
+        env=cli_env,
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    os.close(write_end)
+    assert proc.returncode == exitcodes.EXIT_BROKEN_PIPE
+    assert proc.stderr == ""  # no traceback, no "Exception ignored" from the exit flush
