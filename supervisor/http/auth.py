@@ -193,6 +193,13 @@ def _unauthorized(state: HttpState, message: str, *, given: bool = False) -> web
     return response
 
 
+def caller(request: web.Request) -> str:
+    """Who is asking, for state kept per caller (Idempotency-Key): the token's id, or
+    ``local`` for the operator on the local socket."""
+    token = request.get(TOKEN)
+    return f"token:{token.id}" if token is not None else "local"
+
+
 def upload_limit_mb(request: web.Request) -> int:
     """The largest upload this request may send: the server's cap, or its token's if lower."""
     server = request.app[STATE].settings.max_upload_mb

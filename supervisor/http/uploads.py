@@ -47,7 +47,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ingestd.shared.db import idempotency
 from ingestd.shared.db.idempotency import KeyRecord
 from ingestd.shared.ingest import IngestResult, ingest_stream
-from ingestd.supervisor.http.auth import upload_limit_mb
+from ingestd.supervisor.http.auth import caller, upload_limit_mb
 from ingestd.supervisor.http.state import STATE, error_response, json_response
 
 FILE_FIELD = "file"
@@ -104,7 +104,9 @@ async def upload(request: web.Request) -> web.Response:
             return error_response(
                 400, f"{IDEMPOTENCY_HEADER} must be 1 to 255 visible ASCII characters"
             )
-        key = match[1]
+        # Keys are the caller's own: another token's key must neither replay its answer
+        # (which names its document) nor collide with it.
+        key = f"{caller(request)}:{match[1]}"
     if request.content_length is not None and request.content_length > limit + MULTIPART_ALLOWANCE:
         return _too_large(limit_mb)
     try:

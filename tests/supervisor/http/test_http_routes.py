@@ -19,9 +19,19 @@ from ingestd.shared.ingest import document_id_for
 from ingestd.supervisor.http.uploads import IDEMPOTENCY_KEEP_SECONDS
 from ingestd.supervisor.local_api import socket_path
 from tests.emulators import running
-from tests.supervisor.http.http_harness import AppServer, multipart, request, snapshot
+from tests.supervisor.http.http_harness import (
+    ADMIN_TOKEN,
+    AppServer,
+    add_token,
+    multipart,
+    request,
+    snapshot,
+)
 from tests.supervisor.http.spec_check import conforms, problem
 from tests.workers.support import run_worker
+
+# How the server stores the harness admin token's Idempotency-Keys: each caller's own.
+ADMIN_KEYS = f"token:{ADMIN_TOKEN.split('_')[1]}:"
 
 
 @pytest.fixture
@@ -155,13 +165,29 @@ def test_idempotency_key_replays_the_first_answer(api, db) -> None:
         "SELECT key, status_code, request_sha256, expires_at - created_at AS keep"
         " FROM idempotency_keys ORDER BY key"
     ).fetchall()
-    assert [(r["key"], r["status_code"]) for r in kept] == [("key-1", 201), ("key-2", 200)]
+    assert [(r["key"], r["status_code"]) for r in kept] == [
+        (ADMIN_KEYS + "key-1", 201),
+        (ADMIN_KEYS + "key-2", 200),
+    ]
     assert kept[0]["request_sha256"] == hashlib.sha256(data).hexdigest()
     assert kept[0]["keep"].total_seconds() == IDEMPOTENCY_KEEP_SECONDS
 
 
+def test_idempotency_keys_are_each_callers_own(api, db) -> None:
+    other = "ingestd_00000000beef_" + "another-callers-secret".ljust(43, "y")
+    add_token(db, other, scope="write", name="other-caller")
+    mine = _upload(api.url, b"my bytes", key="shared-key")
+    assert mine.status == 201
+    body, headers = multipart(b"their bytes", "theirs.txt")
+    headers["Idempotency-Key"] = "shared-key"
+    theirs = request("POST", api.url + "/v1/documents", data=body, headers=headers, token=other)
+    # Neither a replay of my answer (it names my document) nor a 422 for "other bytes".
+    assert theirs.status == 201 and "Idempotent-Replayed" not in theirs.headers
+    assert theirs.json()["document_id"] != mine.json()["document_id"]
+
+
 def test_idempotency_key_in_progress_conflicts_and_a_failed_upload_frees_it(api, db) -> None:
-    held = idempotency.claim(db, "busy", keep_seconds=60, stale_seconds=600)
+    held = idempotency.claim(db, ADMIN_KEYS + "busy", keep_seconds=60, stale_seconds=600)
     assert held is None  # claimed here, as a running request would have
     before = snapshot(db)
     problem(_upload(api.url, b"while busy", key="busy"), 409)
