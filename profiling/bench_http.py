@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 
 async def _uploader(
-    session: aiohttp.ClientSession, base: str, size: int, until: float
+    session: aiohttp.ClientSession, base: str, size: int, until: float, token: str
 ) -> list[float]:
     took = []
     while time.perf_counter() < until:
@@ -50,7 +50,8 @@ async def _uploader(
         text = os.urandom(size // 2).hex().encode()  # distinct text: every upload is new
         form.add_field("file", text, filename="bench.txt", content_type="text/plain")
         started = time.perf_counter()
-        async with session.post(base + "/v1/documents", data=form) as resp:
+        auth = {"Authorization": f"Bearer {token}"}
+        async with session.post(base + "/v1/documents", data=form, headers=auth) as resp:
             await resp.read()
             if resp.status not in (200, 201, 422):
                 raise RuntimeError(f"upload answered {resp.status}")
@@ -83,7 +84,7 @@ async def _wait_ready(base: str) -> None:
     raise RuntimeError("the server did not come up")
 
 
-async def _load(base: str, clients: int, size: int, seconds: float) -> dict[str, Any]:
+async def _load(base: str, clients: int, size: int, seconds: float, token: str) -> dict[str, Any]:
     await _wait_ready(base)
     until = time.perf_counter() + seconds
     connector = aiohttp.TCPConnector(limit=clients + 1)
@@ -91,7 +92,7 @@ async def _load(base: str, clients: int, size: int, seconds: float) -> dict[str,
         started = time.perf_counter()
         probe = asyncio.create_task(_prober(session, base, until))
         uploads = await asyncio.gather(
-            *(_uploader(session, base, size, until) for _ in range(clients))
+            *(_uploader(session, base, size, until, token) for _ in range(clients))
         )
         elapsed = time.perf_counter() - started
         health = await probe
@@ -108,6 +109,15 @@ async def _load(base: str, clients: int, size: int, seconds: float) -> dict[str,
     }
 
 
+def _write_token(url: str) -> str:
+    """A token the uploaders authenticate with, as an application would."""
+    from ingestd.shared.db.connect import connect
+    from ingestd.supervisor.tokens import Scope, issue
+
+    with connect(url, autocommit=True) as conn:
+        return issue(conn, "bench-http", Scope.WRITE).token
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=20)
@@ -120,7 +130,11 @@ def main() -> None:
         scratch_database(args.database_url, "bench-http") as url,
         tempfile.TemporaryDirectory() as home,
     ):
+        token = _write_token(url)
         env = {
+            # Uploads are what is measured, not the per-token request limit.
+            "INGESTD_API_RATE_PER_SECOND": "10000",
+            "INGESTD_API_RATE_BURST": "10000",
             "INGESTD_HOME": home,
             "INGESTD_DATABASE_URL": url,
             "INGESTD_HTTP_PORT": str(port),
@@ -136,6 +150,7 @@ def main() -> None:
                     args.clients,
                     int(args.size_mb * 2**20),
                     args.seconds,
+                    token,
                 )
             )
         finally:
