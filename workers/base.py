@@ -36,6 +36,10 @@ T = TypeVar("T")
 # Waiting for a database that went away: quick at first (a restart takes about a
 # second), then no more than one reconnect per worker every 30 s.
 DATABASE_BACKOFF = Backoff(base=0.5, cap=30.0)
+# admin_shutdown, crash_shutdown, cannot_connect_now, and class 08 (connection exceptions).
+_SERVER_GOING_AWAY = frozenset(
+    {"57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006", "08007", "08P01"}
+)
 
 
 class Worker:
@@ -172,9 +176,12 @@ class Worker:
         # work's own failure.
         if not isinstance(exc, psycopg.OperationalError):
             return False
-        return self._conn is None or any(
-            c is not None and c.closed for c in (self._conn, self._listener)
-        )
+        if exc.sqlstate is None or exc.sqlstate in _SERVER_GOING_AWAY:
+            # No SQLSTATE: libpq could not connect or lost the socket. Or the server said
+            # it is shutting down or not yet accepting: also while a new connection was
+            # being set up, when no connection object exists to look at.
+            return True
+        return any(c is not None and c.closed for c in (self._conn, self._listener))
 
     def _reconnect(self, exc: psycopg.Error) -> bool:
         """Wait for the database with backoff; True once reconnected (with this worker's

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 
 from ingestd.shared.db import reports
@@ -84,3 +85,23 @@ def test_an_unreachable_database_at_start_is_waited_for_not_a_crash(make_setting
     thread.join(timeout=60)
     assert not thread.is_alive()
     assert result == [0]
+
+
+@pytest.mark.parametrize(
+    ("exc", "away"),
+    [
+        (psycopg.OperationalError("connection refused"), True),  # libpq: no SQLSTATE
+        (psycopg.errors.AdminShutdown("terminating connection"), True),
+        (psycopg.errors.CannotConnectNow("the database system is starting up"), True),
+        (psycopg.errors.QueryCanceled("statement timeout"), False),
+        (psycopg.errors.SerializationFailure("could not serialize"), False),
+        (psycopg.errors.UniqueViolation("duplicate key"), False),
+    ],
+)
+def test_what_counts_as_the_database_going_away(
+    exc: psycopg.Error, away: bool, make_settings: Any
+) -> None:
+    # A session terminated while a new connection is being set up leaves no connection
+    # object to look at: the error itself must say it (a worker crashed on exactly that).
+    worker = Worker(make_settings(), url="postgresql:///unused", owner="test:1:0:0")
+    assert worker._database_away(exc) is away
