@@ -260,7 +260,20 @@ def redirect_console(stream: IO[str] | None) -> None:
     _console = stream
     for handler in _installed_handlers:
         if type(handler) is logging.StreamHandler:
-            handler.setStream(stream or sys.stderr)
+            _point(handler, stream or sys.stderr)
+
+
+def _point(handler: logging.StreamHandler[Any], stream: IO[str]) -> None:
+    try:
+        handler.setStream(stream)
+    except ValueError:
+        # setStream flushes the stream it replaces; one already closed (a terminal that
+        # went away, a test's captured stderr) has nothing left to flush.
+        handler.acquire()
+        try:
+            handler.stream = stream
+        finally:
+            handler.release()
 
 
 os.register_at_fork(after_in_child=lambda: redirect_console(None))

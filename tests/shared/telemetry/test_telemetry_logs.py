@@ -309,3 +309,20 @@ def test_error_messages_of_classified_errors_are_logged_scrubbed() -> None:
 def test_short_secrets_are_refused() -> None:
     with pytest.raises(ValueError, match="shorter"):
         register_secret("abc")
+
+
+def test_redirecting_away_from_a_closed_stream_does_not_fail() -> None:
+    import io
+
+    from ingestd.shared.telemetry import logs
+
+    gone = io.StringIO()
+    logs.configure_logging("supervisor", None, json=True, stream=gone)
+    gone.close()  # e.g. a terminal that went away, a test's captured stderr
+    target = io.StringIO()
+    logs.redirect_console(target)
+    try:
+        logs.get_logger("ingestd.test").warning("still logging")
+        assert "still logging" in target.getvalue()
+    finally:
+        logs.redirect_console(None)
