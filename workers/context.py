@@ -177,6 +177,7 @@ class StageContext:
         self._set_budget(
             StageBudget(self.status, size_of(self.status, member.doc), self.settings, blame_it)
         )
+        self.channel.beat()  # the supervisor's clock for it starts now, under its name
         try:
             yield
         finally:
