@@ -7,7 +7,9 @@ carries the same facts.
 
 Fields: ``hb`` (worker's monotonic clock), ``doc`` (document id or null),
 ``stage`` (status name or null), ``docs`` (documents finished by this process),
-``event`` (optional: "claimed", "finished", "batch", "stopping").
+``event`` (optional: "claimed", "finished", "batch", "stopping"), ``budget``
+(optional: the current stage's time budget, ``shared.budget``: ``seconds``, ``blame``,
+``basis`` and ``done``, how far the input was read).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class WorkerChannel:
         self.document_id: str | None = None
         self.stage: str | None = None
         self.documents_done = 0
+        self.budget: dict[str, Any] | None = None
         if fd is not None:
             os.set_blocking(fd, False)
 
@@ -37,7 +40,10 @@ class WorkerChannel:
         if self._fd is None:
             return
         now = time.monotonic()
-        key = (self.document_id, self.stage, self.documents_done)
+        budget = self.budget
+        # A new budget is news; how far the input was read rides on the next beat.
+        limit = (budget["seconds"], budget["blame"]) if budget else None
+        key = (self.document_id, self.stage, self.documents_done, limit)
         if (
             not force
             and event is None
@@ -53,6 +59,8 @@ class WorkerChannel:
         }
         if event:
             msg["event"] = event
+        if budget:
+            msg["budget"] = budget
         try:
             os.write(self._fd, (json.dumps(msg) + "\n").encode())
         except BlockingIOError:

@@ -461,6 +461,39 @@ class Settings(BaseSettings):
         description="Longest time a worker may spend in one stage before the supervisor "
         "replaces it.",
     )
+    # Budgets (shared/budget.py): one stage of one input, in proportion to its size.
+    # Rates: ~0.8 ms per text page and ~1 s per MiB of HTML on the 2-core dev machine,
+    # so the defaults leave a margin of 50x or more before an input is called too big.
+    budget_floor_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Time budget of a parse, chunk or embed stage for the smallest "
+        "input; the size-proportional rates below are added to it.",
+    )
+    budget_seconds_per_mib: float = Field(
+        30.0,
+        ge=0,
+        description="Budget added per MiB of input: the file's bytes when parsing, its "
+        "parsed text when chunking.",
+    )
+    budget_seconds_per_page: float = Field(
+        0.05,
+        ge=0,
+        description="Budget added per page of a PDF, when parsing (the page count is "
+        "known once the file is opened).",
+    )
+    budget_seconds_per_1k_tokens: float = Field(
+        2.0,
+        ge=0,
+        description="Budget added per 1,000 tokens to embed, when embedding.",
+    )
+    budget_ceiling_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="Largest budget of one stage, whatever the input's size (never above "
+        "stage_deadline_seconds). Parsing or chunking past its budget fails the document "
+        "(invalid_input) on its first attempt; embedding past it is retried (deadline).",
+    )
 
     heartbeat_timeout_seconds: float = Field(
         30.0,

@@ -117,6 +117,11 @@ GROUPS: tuple[Group, ...] = (
         (
             "heartbeat_timeout_seconds",
             "stage_deadline_seconds",
+            "budget_floor_seconds",
+            "budget_seconds_per_mib",
+            "budget_seconds_per_page",
+            "budget_seconds_per_1k_tokens",
+            "budget_ceiling_seconds",
             "drain_timeout_seconds",
             "drain_blocked_seconds",
             "memory_soft_mb",

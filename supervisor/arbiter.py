@@ -431,8 +431,14 @@ class Arbiter:
         for child in list(self.children.values()):
             if child.kill_reason is not None or child.escalated:
                 continue
+            # SIGINT, not SIGTERM: a worker takes TERM for a planned stop and would give
+            # its documents back uncharged at its next checkpoint; INT stops it where it
+            # is, and the documents it held are charged with the death (``Deaths``).
             if (detail := watch.stale_heartbeat(child, now, s)) is not None:
-                self._kill(child, Reason.HEARTBEAT, signal.SIGTERM, now, grace, detail)
+                self._kill(child, Reason.HEARTBEAT, signal.SIGINT, now, grace, detail)
+            elif (detail := watch.past_budget(child, now, s)) is not None:
+                child.kill_blame = child.budget.blame if child.budget else None
+                self._kill(child, Reason.BUDGET, signal.SIGINT, now, grace, detail)
             elif (detail := watch.past_stage_deadline(child, now, s)) is not None:
                 self._kill(child, Reason.DEADLINE, signal.SIGINT, now, grace, detail)
 

@@ -16,6 +16,9 @@ itself could not.
 | killed by us: over the hard memory ceiling       | memory     | yes     | memory, attempt++  |
 | killed by us: heartbeat went stale               | heartbeat  | yes     | crash, attempt++   |
 | killed by us: stage ran past its deadline        | deadline   | yes     | deadline, attempt++|
+| killed by us: stage ran past its budget          | budget     | yes     | invalid_input (the |
+|   (``shared.budget``: the input is blamed when   |            |         |   one document) or |
+|   parsing or chunking one document)              |            |         |   deadline, att.++ |
 | exit 78 (configuration error)                    | config     | yes     | no attempt; give up|
 | asked to stop (recycle, reload, scale_down,      | that name  | no      | no attempt         |
 |   shutdown): exit 0, our signal, or our SIGKILL  |            |         |                    |
@@ -43,6 +46,7 @@ from typing import Any
 
 import psutil
 
+from ingestd.shared.budget import Blame
 from ingestd.shared.channel import ChannelReader
 from ingestd.shared.errors import ErrorClass
 from ingestd.shared.exitcodes import EXIT_CONFIG, EXIT_CRASH, EXIT_OK
@@ -68,6 +72,7 @@ class Reason(StrEnum):
     MEMORY = "memory"
     HEARTBEAT = "heartbeat"
     DEADLINE = "deadline"
+    BUDGET = "budget"
     RECYCLE = "recycle"
     RELOAD = "reload"
     SCALE_DOWN = "scale_down"
@@ -95,6 +100,8 @@ RELEASE_CLASS: dict[Reason, ErrorClass | None] = {
     Reason.HEARTBEAT: ErrorClass.CRASH,
     Reason.MEMORY: ErrorClass.MEMORY,
     Reason.DEADLINE: ErrorClass.DEADLINE,
+    # Unless the budget blamed the input (``Death.release_class``).
+    Reason.BUDGET: ErrorClass.DEADLINE,
     Reason.CONFIG: None,
     Reason.RECYCLE: None,
     Reason.RELOAD: None,
@@ -122,6 +129,8 @@ class Child:
     stage: str | None = None
     stage_since: float = 0.0
     documents_done: int = 0
+    # The current stage's time budget, as its heartbeats said (``shared.budget``).
+    budget: StageLimit | None = None
     stopping_reported: bool = False  # the worker said it is on its way out
     breakers: dict[str, str] = field(default_factory=dict)
     memory: MemoryWatch = field(default_factory=MemoryWatch)
@@ -134,6 +143,7 @@ class Child:
     stop_signal: int | None = None  # the signal that asked it to stop
     kill_reason: Reason | None = None  # the supervisor decided to kill it
     kill_detail: str = ""
+    kill_blame: Blame | None = None  # who a budget overrun is charged to
     kill_at: float | None = None  # SIGKILL if still alive then
     escalated: bool = False  # SIGKILL sent
     channel_open: bool = True
@@ -192,6 +202,7 @@ class Child:
         if (doc, stage) != (self.document_id, self.stage):
             self.stage_since = now
         self.document_id, self.stage = doc, stage
+        self.budget = StageLimit.read(msg.get("budget")) if stage is not None else None
         docs = msg.get("docs")
         if isinstance(docs, int) and not isinstance(docs, bool) and docs >= 0:
             self.documents_done = docs
@@ -214,12 +225,35 @@ def _str_or_none(value: Any) -> str | None:
 
 
 @dataclass(frozen=True)
+class StageLimit:
+    """A stage's budget as a worker's heartbeat states it."""
+
+    seconds: float
+    blame: Blame
+    basis: str
+    done: str | None
+
+    @classmethod
+    def read(cls, raw: Any) -> StageLimit | None:
+        """None for a missing or malformed field (a torn or foreign message)."""
+        if not isinstance(raw, dict):
+            return None
+        seconds, blame, basis, done = (raw.get(k) for k in ("seconds", "blame", "basis", "done"))
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+            return None
+        if blame not in Blame.__members__.values() or not isinstance(basis, str):
+            return None
+        return cls(float(seconds), Blame(blame), basis, done if isinstance(done, str) else None)
+
+
+@dataclass(frozen=True)
 class Death:
     reason: Reason
     exit_code: int | None  # None when killed by a signal
     signal: int | None
     detail: str  # for people: what happened, never document text
     document_id: str | None = None  # what its last heartbeat said it was working on
+    blame: Blame | None = None  # a budget overrun's culprit (``shared.budget``)
 
     @property
     def failure(self) -> bool:
@@ -234,6 +268,8 @@ class Death:
 
     @property
     def release_class(self) -> ErrorClass | None:
+        if self.reason is Reason.BUDGET and self.blame is not None:
+            return self.blame.error_class
         return RELEASE_CLASS[self.reason]
 
     @property
@@ -254,7 +290,7 @@ def describe_status(exit_code: int | None, signum: int | None) -> str:
 
 def classify(child: Child, wait_status: int) -> Death:
     death = _classify(child, wait_status)
-    return dataclasses.replace(death, document_id=child.document_id)
+    return dataclasses.replace(death, document_id=child.document_id, blame=child.kill_blame)
 
 
 def _classify(child: Child, wait_status: int) -> Death:

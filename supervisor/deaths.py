@@ -5,9 +5,12 @@ The arbiter reaps a child, ``children.classify`` says how it died, and ``Deaths.
 does the rest at once:
 
 - a dead worker's documents are released, with the reason. A death that is the
-  document's fault (crash, memory, deadline, stale heartbeat) counts an attempt
+  document's fault (crash, memory, deadline, budget, stale heartbeat) counts an attempt
   (``jobs.release_worker_leases``: retry later, or dead after ``max_attempts``); a stop
-  that was ours, or a configuration error, gives them back without one. While the
+  that was ours, or a configuration error, gives them back without one. A budget
+  overrun blamed on the input (``shared.budget``) fails the one document the heartbeat
+  named (``invalid_input``, no retry) and gives the others of its group back without
+  an attempt. While the
   database is unreachable the release waits in a queue and is retried on every
   publishing pass; what is still queued when the supervisor exits is left to the
   leases' expiry, and said so.
@@ -23,9 +26,12 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
 
 import psycopg
 
+from ingestd.shared.budget import Blame
 from ingestd.shared.db import jobs, reports
 from ingestd.shared.errors import ErrorClass
 from ingestd.shared.settings import Settings
@@ -34,7 +40,7 @@ from ingestd.shared.telemetry import sentry
 from ingestd.shared.telemetry.context import STAGES
 from ingestd.shared.telemetry.logs import get_logger
 from ingestd.shared.telemetry.metrics import Metrics
-from ingestd.supervisor.children import Child, Death, Kind
+from ingestd.supervisor.children import Child, Death, Kind, Reason
 from ingestd.supervisor.database import SupervisorDatabase
 from ingestd.supervisor.memory import megabytes
 from ingestd.supervisor.signals import name as signal_name
@@ -50,6 +56,9 @@ class PendingRelease:
     label: str
     release_class: ErrorClass | None
     message: str
+    culprit: UUID | None = None  # charged alone; the others are given back uncharged
+    document: str | None = None  # what its last heartbeat named
+    stage: str | None = None
 
 
 class Deaths:
@@ -132,6 +141,9 @@ class Deaths:
             f"{child.label} (pid {child.pid})",
             death.release_class,
             f"{child.label} (pid {child.pid}) {death.detail}",
+            _culprit(death),
+            death.document_id,
+            child.stage,
         )
         try:
             self._release(pending)
@@ -141,8 +153,9 @@ class Deaths:
 
     def _release(self, pending: PendingRelease) -> None:
         conn = self._db.conn()
-        s = self.settings
-        if pending.release_class is None:
+        if pending.release_class is not None:
+            self._charge(conn, pending, pending.release_class)
+        if pending.release_class is None or pending.culprit is not None:
             for doc_id in reports.leased_by(conn, pending.owner):
                 if jobs.release(conn, doc_id, pending.owner, reason=pending.message):
                     self._log.info(
@@ -151,28 +164,45 @@ class Deaths:
                         worker=pending.label,
                         attempt_counted=False,
                     )
-            return
+
+    def _charge(
+        self, conn: psycopg.Connection[Any], pending: PendingRelease, error_class: ErrorClass
+    ) -> None:
+        s = self.settings
         released = jobs.release_worker_leases(
             conn,
             pending.owner,
-            error_class=pending.release_class,
+            error_class=error_class,
             message=pending.message,
             max_attempts=s.max_attempts,
             retry_base=s.retry_base_seconds,
             retry_cap=s.retry_max_seconds,
+            only=pending.culprit,
         )
+        if not released and pending.document is not None:
+            # It died working on a document it no longer held (it let it go first, or
+            # the document changed hands): nothing to charge, which is said, not passed.
+            self._log.warning(
+                "dead worker held no document to charge",
+                worker=pending.label,
+                document_id=pending.document,
+                error_class=str(error_class),
+                detail=pending.message,
+            )
         for doc_id, outcome in released:
             self._log.warning(
                 "document released",
                 document_id=str(doc_id),
                 worker=pending.label,
-                error_class=str(pending.release_class),
+                error_class=str(error_class),
                 to_status=str(outcome.status),
                 attempts=outcome.attempts,
                 attempt_counted=True,
             )
             if outcome.status is Status.DEAD:
-                self.metrics.incr(f"documents.dead.{pending.release_class}")
+                self.metrics.incr(f"documents.dead.{error_class}")
+            elif outcome.status is Status.FAILED:
+                self.metrics.incr(f"documents.failed.{pending.stage}.{error_class}")
 
     def _report(self, child: Child, death: Death) -> None:
         correlation_id = None
@@ -196,3 +226,14 @@ class Deaths:
             correlation_id,
             stage=child.stage if child.stage in STAGES else None,
         )
+
+
+def _culprit(death: Death) -> UUID | None:
+    """The one document a death is charged to alone: the one named by the heartbeat of
+    a worker stopped for a budget overrun blamed on its input."""
+    if death.reason is not Reason.BUDGET or death.blame is not Blame.INPUT:
+        return None
+    try:
+        return uuid.UUID(death.document_id) if death.document_id else None
+    except ValueError:
+        return None

@@ -10,6 +10,7 @@ import random
 
 import psutil
 
+from ingestd.shared.budget import KILL_SLACK_SECONDS, overrun_message
 from ingestd.shared.settings import Settings
 from ingestd.shared.telemetry.logs import get_logger
 from ingestd.supervisor.children import Child, Kind
@@ -43,6 +44,21 @@ def past_stage_deadline(child: Child, now: float, settings: Settings) -> str | N
         f"stage {child.stage} of document {child.document_id} ran "
         f"{age:.1f}s (deadline {settings.stage_deadline_seconds}s)"
     )
+
+
+def past_budget(child: Child, now: float, settings: Settings) -> str | None:
+    """Past the budget its heartbeat stated for this stage (``shared.budget``), by more
+    than the slack that lets the worker stop itself first; a budget at or above the
+    stage deadline is left to the deadline."""
+    limit = child.budget
+    age = child.stage_age(now)
+    if child.kind is not Kind.WORKER or limit is None or age is None or child.stage is None:
+        return None
+    if limit.seconds >= settings.stage_deadline_seconds:
+        return None
+    if age <= limit.seconds + KILL_SLACK_SECONDS:
+        return None
+    return overrun_message(child.stage, limit.seconds, limit.basis, limit.done)
 
 
 def recycle_due(child: Child, now: float) -> str | None:

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 import psycopg
 
+from ingestd.shared.budget import BUDGETED, Size, StageBudget, blame, size_of
 from ingestd.shared.channel import WorkerChannel
 from ingestd.shared.db import documents, jobs
 from ingestd.shared.db.chunks import ChunkRow
 from ingestd.shared.embedders.base import Embedder
 from ingestd.shared.errors import LeaseLost
+from ingestd.shared.parsers.progress import Consumed
 from ingestd.shared.settings import Settings
 from ingestd.shared.states import ACTIVE_OF, Status, is_handover
 from ingestd.shared.telemetry import context
@@ -109,6 +112,7 @@ class StageContext:
         # Members whose lease this run gave up with their last status change.
         self.left: list[Member] = []
         self._lease_renewed = time.monotonic()
+        self.budget: StageBudget | None = None  # the current stage's (shared.budget)
 
     def alone(self, member: Member) -> StageContext:
         """A run of ``member`` by itself, streamed, under the same worker."""
@@ -152,10 +156,53 @@ class StageContext:
 
     # -- the duties --------------------------------------------------------------------
 
+    def start_budget(self) -> None:
+        """The current stage's time budget for the run's input, told to the supervisor
+        with the next heartbeat (none for a stage without one)."""
+        if self.status not in BUDGETED or not self.members:
+            self._set_budget(None)
+            return
+        size = sum((size_of(self.status, m.doc) for m in self.members), Size())
+        local = self.settings.parser == "local"
+        blame_it = blame(self.status, alone=not self.together, local_parser=local)
+        self._set_budget(StageBudget(self.status, size, self.settings, blame_it))
+
+    @contextmanager
+    def budget_of(self, member: Member) -> Iterator[None]:
+        """A group member's own budget while its stage work runs, the heartbeat naming
+        it, so that an overrun is charged to that member alone."""
+        run_budget, run_doc = self.budget, self.channel.document_id
+        self.channel.document_id = str(member.id)
+        blame_it = blame(self.status, alone=True, local_parser=self.settings.parser == "local")
+        self._set_budget(
+            StageBudget(self.status, size_of(self.status, member.doc), self.settings, blame_it)
+        )
+        self.channel.beat()  # the supervisor's clock for it starts now, under its name
+        try:
+            yield
+        finally:
+            self.channel.document_id = run_doc
+            self._set_budget(run_budget)
+
+    def progress(self, consumed: Consumed) -> None:
+        """A parser read more of its input (text or not): a heartbeat, the budget kept
+        (how far it got goes into the message if it runs out), the leases renewed. A
+        group's members are parsed in one go, so only a run of one stops here."""
+        if self.budget is not None:
+            self.budget.consumed(consumed)
+            self.channel.budget = self.budget.wire()
+        self.checkpoint(stoppable=not self.together)
+
+    def _set_budget(self, budget: StageBudget | None) -> None:
+        self.budget = budget
+        self.channel.budget = budget.wire() if budget is not None else None
+
     def checkpoint(self, *, stoppable: bool = True) -> None:
         """Between blocks and batches: tell the supervisor we live, keep the leases,
-        and honour a stop request at this safe point."""
+        keep to the stage's budget, and honour a stop request at this safe point."""
         self.channel.beat()
+        if self.budget is not None:
+            self.budget.check()
         now = time.monotonic()
         # Renew at a third of the lease so two missed renewals still leave margin.
         if now - self._lease_renewed > self.settings.lease_seconds / 3:

@@ -109,6 +109,7 @@ def _run_stage(ctx: StageContext, set_title: Callable[[str], None], *, first: bo
     stage = str(ctx.status)
     documents_in = len(ctx.members)
     ctx.channel.stage = stage
+    ctx.start_budget()  # the floor until the rows are read; never the last stage's
     ctx.channel.beat(event="stage")
     set_title(
         f"group={documents_in} stage={stage}"
@@ -122,6 +123,7 @@ def _run_stage(ctx: StageContext, set_title: Callable[[str], None], *, first: bo
                 # A streamed document is read afresh before each stage; a group's rows
                 # are read once and kept up to date by its status changes.
                 ctx.refresh()
+            ctx.start_budget()
             STAGES[ctx.status](ctx)
         except StopRequested as stop:
             released = [

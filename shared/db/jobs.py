@@ -598,9 +598,11 @@ def release_worker_leases(
     max_attempts: int,
     retry_base: float,
     retry_cap: float,
+    only: UUID | None = None,
 ) -> list[tuple[UUID, Outcome]]:
-    """Release every document a dead worker held, counting the attempt at once."""
-    held = leased_by(conn, worker)
+    """Release every document a dead worker held (``only`` that one, when the death is
+    its fault alone), counting the attempt at once."""
+    held = [d for d in leased_by(conn, worker) if only is None or d == only]
     if not conn.autocommit:
         conn.commit()
     released = []

@@ -31,6 +31,7 @@ from ingestd.shared.parsers.mime import (
 from ingestd.shared.parsers.pdf import iter_pdf_blocks
 from ingestd.shared.parsers.plaintext import iter_text_blocks
 from ingestd.shared.parsers.pptx import iter_pptx_blocks
+from ingestd.shared.parsers.progress import Progress, ignore
 
 __all__ = [
     "APPLICATION_PDF",
@@ -100,6 +101,7 @@ def iter_blocks(
     *,
     block_chars: int = DEFAULT_BLOCK_CHARS,
     filename: str = "",
+    progress: Progress = ignore,
 ) -> Iterator[str]:
     """Yield the document's text as blocks of at most ``block_chars`` characters.
 
@@ -109,7 +111,8 @@ def iter_blocks(
     without a text layer) or that are bigger inside than ``limits`` allow (pages,
     text per page, zip entries, inflated size and ratio). A document stored as
     ``application/octet-stream`` (ingestion could not tell its type) is sniffed
-    again, with its ``filename``, to raise what is wrong with it.
+    again, with its ``filename``, to raise what is wrong with it. ``progress`` hears
+    how far the PDF and HTML parsers have read, text or not (``parsers.progress``).
     """
     check_block_chars(block_chars)
     if split_mime(mime_type)[0] == UNRECOGNISED:
@@ -117,11 +120,11 @@ def iter_blocks(
     mime = normalize_mime(mime_type)
     charset = split_mime(mime_type)[1]
     if mime == APPLICATION_PDF:
-        return iter_pdf_blocks(stream, block_chars=block_chars)
+        return iter_pdf_blocks(stream, block_chars=block_chars, progress=progress)
     if mime == DOCX:
         return iter_docx_blocks(stream, block_chars=block_chars)
     if mime == PPTX:
         return iter_pptx_blocks(stream, block_chars=block_chars)
     if mime == TEXT_HTML:
-        return iter_html_blocks(stream, block_chars=block_chars, charset=charset)
+        return iter_html_blocks(stream, block_chars=block_chars, charset=charset, progress=progress)
     return iter_text_blocks(stream, block_chars=block_chars, charset=charset)

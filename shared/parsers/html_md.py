@@ -17,6 +17,7 @@ from typing import BinaryIO
 from ingestd.shared.errors import InvalidInput
 from ingestd.shared.parsers.blocks import BlockBuffer
 from ingestd.shared.parsers.decode import DecodedText, TextBlocks
+from ingestd.shared.parsers.progress import Consumed, Progress, ignore
 
 FEED_CHARS = 64 * 1024
 
@@ -160,17 +161,26 @@ class _MarkdownWriter(HTMLParser):
 
 
 def iter_html_blocks(
-    stream: BinaryIO, *, block_chars: int, charset: str | None = None
+    stream: BinaryIO,
+    *,
+    block_chars: int,
+    charset: str | None = None,
+    progress: Progress = ignore,
 ) -> TextBlocks:
+    """``progress`` hears of every slice fed to the parser: markup that yields no text
+    for megabytes (nested ``<div>``s) is progress all the same."""
     decoded = DecodedText(stream, FEED_CHARS, declared=charset)
-    return TextBlocks(decoded, _blocks(decoded, block_chars))
+    return TextBlocks(decoded, _blocks(decoded, block_chars, progress))
 
 
-def _blocks(decoded: DecodedText, block_chars: int) -> Iterator[str]:
+def _blocks(decoded: DecodedText, block_chars: int, progress: Progress) -> Iterator[str]:
     out = BlockBuffer(block_chars)
     parser = _MarkdownWriter(out)
+    fed = 0
     for text in decoded:
         parser.feed(text)
+        fed += len(text)
+        progress(Consumed("character", fed))
         if len(parser.rawdata) > MAX_PENDING_CHARS:
             raise InvalidInput(
                 "HTML has an unterminated tag, comment or script longer than "

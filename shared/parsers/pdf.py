@@ -18,6 +18,7 @@ import pypdfium2.raw as pdfium_c
 from ingestd.shared.errors import InvalidInput
 from ingestd.shared.parsers import limits
 from ingestd.shared.parsers.blocks import check_block_chars, split_bounded
+from ingestd.shared.parsers.progress import Consumed, Progress, ignore
 
 _PAGE_SEPARATOR = "\n\n"
 
@@ -125,7 +126,11 @@ def _open(stream: BinaryIO) -> tuple[_RangeReader, pdfium.PdfDocument]:
     return reader, pdf
 
 
-def iter_pdf_blocks(stream: BinaryIO, *, block_chars: int) -> Iterator[str]:
+def iter_pdf_blocks(
+    stream: BinaryIO, *, block_chars: int, progress: Progress = ignore
+) -> Iterator[str]:
+    """The text layer, page by page; ``progress`` hears of every page read, blank or
+    not."""
     check_block_chars(block_chars)
     if not callable(getattr(stream, "seek", None)) or (
         callable(getattr(stream, "seekable", None)) and not stream.seekable()
@@ -150,6 +155,7 @@ def iter_pdf_blocks(stream: BinaryIO, *, block_chars: int) -> Iterator[str]:
                     f"PDF is corrupt or unreadable: page {index + 1}: {exc}"
                 ) from None
             reader.raise_error()
+            progress(Consumed("page", index + 1, pages))
             if text.isspace() or not text:
                 continue
             if has_text:
@@ -158,7 +164,8 @@ def iter_pdf_blocks(stream: BinaryIO, *, block_chars: int) -> Iterator[str]:
             yield from split_bounded(text, block_chars)
         if not has_text:
             raise InvalidInput(
-                "PDF has no text layer (scanned?); use the llamaparse parser for OCR"
+                f"PDF has no text layer: {pages:,} pages, 0 characters; OCR is not done "
+                "here (the llamaparse parser does it)"
             )
     finally:
         pdf.close()

@@ -435,7 +435,7 @@ def test_pdf_owner_password_only_is_readable() -> None:
         (lambda: b"%PDF-1.4\n" + os.urandom(2000), "PDF is corrupt or unreadable: "),
         (
             lambda: make_pdf([[], []], drawing_only=True),
-            "PDF has no text layer (scanned?); use the llamaparse parser for OCR",
+            "PDF has no text layer: 2 pages, 0 characters; OCR is not done here",
         ),
     ],
 )

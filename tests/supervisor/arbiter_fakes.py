@@ -101,8 +101,9 @@ def holder(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
 
 
 def mute(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
-    """Claims a document, heartbeats once, then hangs, deaf to SIGTERM."""
+    """Claims a document, heartbeats once, then hangs, deaf to SIGTERM and SIGINT."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     ch = _channel(fd)
     claimed = None
     deadline = time.monotonic() + 5
@@ -303,3 +304,18 @@ def http_idle(settings: Settings, fd: int) -> NoReturn:
         ch.beat(force=True)
         time.sleep(BEAT_SECONDS)
     _exit(EXIT_OK)
+
+
+def hanging_parser(settings: Settings, slot: int, owner: str, fd: int) -> NoReturn:
+    """The real worker, whose PDF parser hangs on its first page as if stuck in C code:
+    deaf to SIGINT (blocked, as a signal is while PDFium runs), so only SIGKILL ends it."""
+    from ingestd.shared.parsers import pdf
+    from ingestd.workers.process import worker_main
+
+    def hang(_pdf: Any, _index: int) -> str:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        while True:
+            time.sleep(3600)
+
+    pdf._page_text = hang  # type: ignore[assignment]
+    worker_main(settings, slot, owner, fd)

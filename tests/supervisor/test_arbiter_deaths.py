@@ -76,9 +76,11 @@ def test_silent_worker_is_killed_and_replaced(
     run = start_arbiter("mute", heartbeat_timeout_seconds=0.5, lease_seconds=600.0)
 
     killing = run.wait_event("killing worker", reason="heartbeat")[0]
-    assert killing["signal"] == "SIGTERM"
+    # INT, not TERM: a real worker takes TERM for a planned stop and would give its
+    # document back uncharged.
+    assert killing["signal"] == "SIGINT"
     exited = run.wait_event("worker exited", reason="heartbeat")[0]
-    assert exited["signal"] == "SIGKILL"  # it ignored the TERM
+    assert exited["signal"] == "SIGKILL"  # it ignored the INT
     assert exited["document_id"] == str(doc)
     events = wait_until(lambda: failure_events(conn, doc), "the document released")
     assert events[0]["error_class"] == "crash"

@@ -40,10 +40,14 @@ def run_together(ctx: StageContext) -> Status:
     data = blobs.read_whole(ctx.conn, [m.doc["blob_oid"] for m in ctx.members])
 
     def parse_one(m: Member) -> None:
-        blocks = iter_blocks(
-            io.BytesIO(data.pop(m.doc["blob_oid"])), m.doc["mime_type"], filename=m.doc["filename"]
-        )
-        m.blocks = [b for b in blocks if b]
+        with ctx.budget_of(m):
+            blocks = iter_blocks(
+                io.BytesIO(data.pop(m.doc["blob_oid"])),
+                m.doc["mime_type"],
+                filename=m.doc["filename"],
+                progress=ctx.progress,
+            )
+            m.blocks = [b for b in blocks if b]
         m.fields, m.details = parsed(
             m.doc["mime_type"],
             len(m.blocks),
@@ -73,7 +77,9 @@ def run_local(ctx: StageContext) -> Status:
         stream: BinaryIO = BlobReader(ctx.conn, doc["blob_oid"], doc["size_bytes"])  # type: ignore[assignment]
     else:
         stream = open_blob(ctx.conn, doc["blob_oid"], doc["size_bytes"])
-    blocks = iter_blocks(stream, doc["mime_type"], filename=doc["filename"])
+    # Progress, not output, is what heartbeats and keeps to the budget: a PDF of blank
+    # pages yields nothing for a long while (``ctx.progress``).
+    blocks = iter_blocks(stream, doc["mime_type"], filename=doc["filename"], progress=ctx.progress)
     segments.clear(ctx.conn, ctx.doc_id)  # what an interrupted attempt left; one statement
     written = chars = 0
     pending = _counted(blocks)
