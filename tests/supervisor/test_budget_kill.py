@@ -83,16 +83,18 @@ def test_parser_stuck_past_its_budget_fails_its_document_alone_on_attempt_one(
 def test_blank_pdf_fails_no_text_layer_on_attempt_one_without_a_stale_heartbeat(
     start_arbiter: Start, conn: psycopg.Connection[Any], ingest_bytes: Callable[..., Any]
 ) -> None:
-    # ~3 s of parsing that yields no text at all (measured 1.7 s for 5,000 pages), with
-    # a heartbeat timeout of 1.5 s: only beats on progress keep the worker alive.
-    doc = ingest_bytes(blank_pages(10_000), "blank.pdf", PDF).document_id
-    run = start_arbiter("real", heartbeat_timeout_seconds=1.5, lease_seconds=600.0)
+    # ~5 s of parsing that yields no text at all on a quiet machine (measured 1.7 s for
+    # 5,000 pages; longer under load, which only widens the gap), with a heartbeat timeout
+    # of 3 s: only beats on progress keep the worker alive. 3 s, not less: a loaded
+    # 2-core CI machine can stall any process for a second or so.
+    doc = ingest_bytes(blank_pages(15_000), "blank.pdf", PDF).document_id
+    run = start_arbiter("real", heartbeat_timeout_seconds=3.0, lease_seconds=600.0)
 
     wait_until(lambda: status_of(conn, doc) == "failed", "the blank PDF failed", timeout=60.0)
     row = document(conn, doc)
     assert (row["attempts"], row["error_class"]) == (1, "invalid_input")
     assert row["error_message"].startswith(
-        "PDF has no text layer: 10,000 pages, 0 characters; OCR is not done here"
+        "PDF has no text layer: 15,000 pages, 0 characters; OCR is not done here"
     )
     assert run.events("killing worker") == []
     assert run.proc.poll() is None
