@@ -6,11 +6,16 @@ judges by a byte-based *estimate* (0.25 per UTF-8 byte). Text whose bytes far
 outnumber its tokens (CJK, emoji) is therefore heavier than its token count
 says, so each input weighs ``max(real tokens, estimate)`` against the request
 cap.
+
+A rate-limited sender can also say how much a request may carry *now*
+(``room``, e.g. the embedder's rate-limit bucket): a batch that would not fit in
+what remains of the window is closed early and sent, instead of being held whole
+until the bucket refills, or overdrawing it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,24 +75,36 @@ def _check(item: BatchItem, weight: int, limits: BatchLimits) -> None:
         )
 
 
-def pack(items: Iterable[BatchItem], limits: BatchLimits) -> Iterator[list[BatchItem]]:
+def pack(
+    items: Iterable[BatchItem],
+    limits: BatchLimits,
+    room: Callable[[], int | None] | None = None,
+) -> Iterator[list[BatchItem]]:
     """Group ``items`` in order into requests that respect every limit.
 
     Streaming: at most one batch is held. A batch is closed when the next item
-    would break the input count or the request weight. Raises InvalidInput for
-    an item that no request could carry (empty, or over a limit on its own).
+    would break the input count or the request weight; with ``room``, also when
+    it would make the batch heavier than ``room()`` (asked once per batch, when
+    its first item arrives; None: no such bound). Raises InvalidInput for an item
+    that no request could carry (empty, or over a limit on its own).
     """
     batch: list[BatchItem] = []
     weight = 0
+    cap = limits.max_request_tokens
     for item in items:
         item_cost = item_weight(item)
         _check(item, item_cost, limits)
-        if batch and (
-            len(batch) >= limits.max_inputs or weight + item_cost > limits.max_request_tokens
-        ):
+        if batch and (len(batch) >= limits.max_inputs or weight + item_cost > cap):
             yield batch
             batch, weight = [], 0
+        if not batch:
+            cap = _cap(limits, room)
         batch.append(item)
         weight += item_cost
     if batch:
         yield batch
+
+
+def _cap(limits: BatchLimits, room: Callable[[], int | None] | None) -> int:
+    now = room() if room is not None else None
+    return limits.max_request_tokens if now is None else min(limits.max_request_tokens, now)

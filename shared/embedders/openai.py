@@ -61,6 +61,7 @@ class OpenAIEmbedder:
         max_attempts: int = 5,
         rpm: float | None = None,
         tpm: float | None = None,
+        share: float = 1.0,
         breaker: CircuitBreaker | None = None,
         limiter: RateLimiter | None = None,
         backoff: Backoff = REQUEST_BACKOFF,
@@ -82,8 +83,9 @@ class OpenAIEmbedder:
             SERVICE, failure_threshold=5, reset_timeout=30.0, half_open_max_calls=1
         )
         # Even with no configured budget the limiter learns the account's limits from the
-        # response headers and holds everyone back after a 429.
-        self.limiter = limiter or RateLimiter(rpm, tpm, name=SERVICE)
+        # response headers and holds everyone back after a 429. ``share``: this process's
+        # part of the account when several processes use the same key.
+        self.limiter = limiter or RateLimiter(rpm, tpm, share=share, name=SERVICE)
         self._max_inputs = max(1, min(max_inputs_per_request, MAX_INPUTS_PER_REQUEST))
         self._max_tokens = max(1, min(max_tokens_per_request, MAX_TOKENS_PER_REQUEST))
         self._on_event = on_event
@@ -108,9 +110,21 @@ class OpenAIEmbedder:
             await self._embed_batch(
                 list(texts[start:stop]), sum(estimates[start:stop]), correlation_id
             )
-            for start, stop in _batches(estimates, self._max_inputs, self._max_tokens)
+            for start, stop in _batches(estimates, self._max_inputs, self.max_request_tokens())
         ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def max_request_tokens(self) -> int:
+        """The largest request to send, by the estimate the API counts: the API's cap, and
+        no more than this process's rate-limit bucket holds, which a larger request would
+        overdraw (the server would then see more than this process's share)."""
+        ceiling = self.limiter.request_ceiling()
+        return self._max_tokens if ceiling is None else max(1, min(self._max_tokens, ceiling))
+
+    def request_room(self) -> int | None:
+        """The largest request that could go without waiting (see ``RateLimiter.request_room``):
+        the batcher closes a batch there rather than hold it until the bucket refills."""
+        return self.limiter.request_room()
 
     async def aclose(self) -> None:
         await self._client.close()

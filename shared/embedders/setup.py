@@ -86,10 +86,11 @@ def build_embedder(settings: Settings, metrics: Metrics | None = None) -> Any:
             model=space.model,
             dimensions=settings.embedding_dimensions,
             timeout=settings.openai_timeout_seconds,
-            # The account's budget is shared by this host's worker processes; each
-            # limiter also learns the live remainder from the response headers.
-            rpm=settings.openai_rpm / settings.workers if settings.openai_rpm else None,
-            tpm=settings.openai_tpm / settings.workers if settings.openai_tpm else None,
+            # The account's budget, configured or learnt from the response headers, is
+            # shared by this host's worker processes: each limiter spends its share of it.
+            rpm=settings.openai_rpm,
+            tpm=settings.openai_tpm,
+            share=1 / settings.workers,
             on_event=attempt_metrics(metrics, "openai") if metrics else None,
         )
         if metrics is not None:

@@ -7,6 +7,15 @@ from what the server says: ``x-ratelimit-limit-*`` (the account's real limits),
 ``x-ratelimit-remaining-*`` (usage by other processes on the same key), and a
 429's retry-after, which pauses every caller until then.
 
+One reservation rule: a request's tokens, sized from the same byte estimate the
+server counts, are taken from the bucket *before* it is sent, and only when the
+whole request fits in what the bucket holds. Several processes sharing one key
+each own a ``share`` of the account: their buckets, and what they read from the
+server's headers, are scaled by it, so two processes never both spend the same
+free budget the server reports. A request larger than the bucket can ever hold
+is not the limiter's to send: callers split it (``request_ceiling``) and
+batchers shrink to what the bucket holds now (``request_room``).
+
 Waiters are served first-come first-served so a large request is not starved
 by a stream of small ones. Clock and sleep are injectable so the pacing maths
 is tested without waiting.
@@ -24,6 +33,10 @@ from ingestd.shared.errors import RateLimited
 from ingestd.shared.resilience.classify import lower_headers
 
 SECONDS_PER_MINUTE = 60.0
+# A batcher shrinks a request to what the bucket holds now, but not below this share
+# of the bucket: a drained bucket should make one request wait, not send many crumbs
+# that spend the requests/min budget.
+MIN_ROOM_FRACTION = 0.25
 # Waits shorter than this are rounding noise: sleeping them could spin forever on a
 # clock too coarse to advance by that little.
 _NEGLIGIBLE_WAIT_S = 1e-6
@@ -49,11 +62,14 @@ class LimiterStats:
 class _Bucket:
     """A token bucket whose level may go negative (debt) after an oversized draw."""
 
-    __slots__ = ("capacity", "level", "rate", "updated")
+    __slots__ = ("capacity", "level", "rate", "updated", "window")
 
-    def __init__(self, per_minute: float, now: float, burst: float | None = None) -> None:
+    def __init__(
+        self, per_minute: float, now: float, burst: float | None = None, window: float = 60.0
+    ) -> None:
         self.capacity = per_minute if burst is None else min(burst, per_minute)
-        self.rate = per_minute / SECONDS_PER_MINUTE
+        self.rate = per_minute / window
+        self.window = window
         self.level = self.capacity
         self.updated = now
 
@@ -72,7 +88,7 @@ class _Bucket:
     def resize(self, per_minute: float, burst: float | None = None) -> None:
         self.capacity = per_minute if burst is None else min(burst, per_minute)
         self.level = min(self.level, self.capacity)
-        self.rate = per_minute / SECONDS_PER_MINUTE
+        self.rate = per_minute / self.window
 
 
 class RateLimiter:
@@ -80,14 +96,20 @@ class RateLimiter:
 
     ``rpm``/``tpm`` of None mean "unknown until the server says": such a limit
     is learnt from the first ``x-ratelimit-limit-*`` header seen. Configured
-    limits are upper bounds (e.g. this process's share of the account); the
-    server's limit wins when lower. ``safety`` keeps a small margin below the
-    limit so clock skew and estimate errors do not turn into 429s.
+    limits are upper bounds (the account's limits, or the part of them the
+    deployment may use); the server's limit wins when lower. ``safety`` keeps a
+    small margin below the limit so clock skew and estimate errors do not turn
+    into 429s.
 
     ``request_burst`` caps how many requests may go back to back (default: a
     whole minute's budget, like the provider's own bucket). A provider that
     counts requests in a sliding window (LlamaParse: 50 per 10 s) needs a small
     burst, or a full bucket plus its refill would exceed the window's count.
+
+    ``share`` is this process's part of the account (1/workers when the workers
+    of a host split one key): the limits, configured or learnt, and the server's
+    ``remaining-*`` are all multiplied by it. ``window`` is the length of the
+    period the limits are counted over (the API's minute; tests shorten it).
     """
 
     def __init__(
@@ -100,6 +122,8 @@ class RateLimiter:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         max_sleep_slice: float = 1.0,
         request_burst: float | None = None,
+        share: float = 1.0,
+        window: float = SECONDS_PER_MINUTE,
         name: str = "",
     ) -> None:
         if rpm is not None and rpm <= 0:
@@ -110,7 +134,13 @@ class RateLimiter:
             raise ValueError("safety must be in (0, 1]")
         if request_burst is not None and request_burst < 1:
             raise ValueError("request_burst must be >= 1 or None")
+        if not 0 < share <= 1:
+            raise ValueError("share must be in (0, 1]")
+        if window <= 0:
+            raise ValueError("window must be > 0")
         self.name = name
+        self.share = share
+        self.window = window
         self._request_burst = request_burst
         self.safety = safety
         self._clock = clock
@@ -120,13 +150,15 @@ class RateLimiter:
         self._server_limits: dict[str, float] = {}
         now = clock()
         self._buckets: dict[str, _Bucket | None] = {
-            "requests": _Bucket(rpm * safety, now, request_burst) if rpm else None,
-            "tokens": _Bucket(tpm * safety, now) if tpm else None,
+            "requests": self._new_bucket("requests", rpm, now) if rpm else None,
+            "tokens": self._new_bucket("tokens", tpm, now) if tpm else None,
         }
         self._paused_until = 0.0
         # Sent but not answered yet. Before a limit is known nothing is debited, so when the
         # first headers arrive these requests are spent on the server but not in our bucket.
         self._in_flight = {"requests": 0, "tokens": 0}
+        # Sent before the limit was known: spent from this process's share once it is.
+        self._unmetered = {"requests": 0.0, "tokens": 0.0}
         self._lock = asyncio.Lock()
         self._stats = LimiterStats()
 
@@ -158,10 +190,33 @@ class RateLimiter:
                 result[kind] = bucket.level
         return result
 
+    def request_ceiling(self) -> int | None:
+        """The most tokens one request may carry: what this process's bucket holds when
+        full (None while the token limit is unknown). Larger requests must be split."""
+        bucket = self._buckets["tokens"]
+        return None if bucket is None else max(1, math.floor(bucket.capacity))
+
+    def request_room(self) -> int | None:
+        """The most tokens a request should carry if it is to go now: what the bucket
+        holds at the moment, but not under ``MIN_ROOM_FRACTION`` of a full bucket
+        (below that, waiting beats sending crumbs); None while the limit is unknown."""
+        bucket = self._buckets["tokens"]
+        if bucket is None:
+            return None
+        bucket.refill(self._clock())
+        floor = bucket.capacity * MIN_ROOM_FRACTION
+        return max(1, math.floor(max(floor, min(bucket.level, bucket.capacity))))
+
     # -- acquiring ---------------------------------------------------------
 
     async def acquire(self, tokens: int = 0, *, max_wait: float | None = None) -> float:
         """Wait until a request of ``tokens`` tokens fits, then debit it; returns seconds waited.
+
+        The reservation is made before the request is sent and only once all of it fits
+        in the bucket, so the bucket never goes below zero. The one exception is a
+        request larger than ``request_ceiling()`` (a caller that did not split it): it
+        waits for a full bucket and leaves the rest as debt, paid before anyone else
+        is served.
 
         With ``max_wait``, a wait that would run longer raises ``RateLimited`` (with
         the expected wait as retry_after) instead, so a caller holding a document can
@@ -257,11 +312,14 @@ class RateLimiter:
                 own = 0
                 if request_tokens is not None:
                     own = 1 if kind == "requests" else request_tokens
-                remaining -= max(0, self._in_flight[kind] - own)
+                remaining -= max(0, self._in_flight[kind] - own) / self.share
             bucket.refill(now)
+            # The server's remaining budget is the whole account's: each of the processes
+            # sharing it may spend only its share, or two of them would both send into
+            # the same free tokens and one would get a 429.
             # An exhausted limit needs no pause of its own: the empty bucket makes
             # the next caller wait just long enough for its request to fit.
-            bucket.level = min(bucket.level, remaining)
+            bucket.level = min(bucket.level, remaining * self.share)
 
     def on_rate_limited(
         self, retry_after: float | None, headers: Mapping[str, str] | None = None
@@ -313,6 +371,8 @@ class RateLimiter:
             bucket = self._buckets[kind]
             if bucket is not None:
                 bucket.level -= amount
+            else:
+                self._unmetered[kind] += amount
 
     def _drain(self, kind: str, now: float) -> None:
         bucket = self._buckets[kind]
@@ -325,17 +385,30 @@ class RateLimiter:
         if self._server_limits.get(kind) == server_limit:
             return False
         self._server_limits[kind] = server_limit
-        per_minute = min(server_limit, self._configured[kind] or server_limit) * self.safety
-        burst = self._request_burst if kind == "requests" else None
+        limit = min(server_limit, self._configured[kind] or server_limit)
         bucket = self._buckets[kind]
         if bucket is None:
-            # First news of this limit: start full and let remaining-* (read
-            # right after this) correct the level.
-            self._buckets[kind] = _Bucket(per_minute, now, burst)
+            # First news of this limit: a full share less what this process sent before
+            # knowing it (the server's remaining-* does not yet show what the other
+            # sharers sent unmetered, so it cannot be trusted for that), then let
+            # remaining-* (read right after this) lower it further.
+            bucket = self._new_bucket(kind, limit, now)
+            # (No deeper than empty: the server refuses what its bucket cannot hold.)
+            bucket.level = max(0.0, bucket.level - self._unmetered[kind])
+            self._unmetered[kind] = 0.0
+            self._buckets[kind] = bucket
             return True
         bucket.refill(now)
-        bucket.resize(per_minute, burst)
+        bucket.resize(limit * self.share * self.safety, self._burst(kind))
         return False
+
+    def _burst(self, kind: str) -> float | None:
+        return self._request_burst if kind == "requests" else None
+
+    def _new_bucket(self, kind: str, account_limit: float, now: float) -> _Bucket:
+        """This process's bucket: its share of the account's limit, less the safety margin."""
+        per_window = account_limit * self.share * self.safety
+        return _Bucket(per_window, now, self._burst(kind), self.window)
 
     def _effective_limit(self, kind: str) -> float | None:
         configured = self._configured[kind]

@@ -31,6 +31,8 @@ What it reproduces (see /work/shared/reference/peers.md, "OpenAI embeddings API"
   ``retry-after`` (whole seconds, rounded up) and ``retry-after-ms``. A request larger than
   the whole token budget gets the real "Request too large ..." 429, without a retry-after.
   ``None`` means no budget: the headers then report a nominal 1,000,000,000 that never drains.
+  ``window_seconds`` (60, the API's minute) is the period a budget refills over; tests and
+  benchmarks shorten it to see many windows in a short run.
 - Faults (``OpenAIFault``): a queue ``config.faults`` (each request after auth takes the next
   one) and per-kind probabilities ``config.fault_rates`` rolled once per request on an RNG
   seeded with ``config.seed``. Kinds: forced 429 ``rate_limit_exceeded``, 429
@@ -142,6 +144,7 @@ class OpenAIEmulatorConfig:
     api_key: str | None = DEFAULT_API_KEY  # None: any non-empty bearer token is accepted
     rpm: int | None = None
     tpm: int | None = None
+    window_seconds: float = 60.0  # the budgets are per minute; shortened for tests
     latency: float = 0.0
     slow_seconds: float = 30.0
     forced_retry_after: float = 1.0  # what an injected RATE_LIMIT fault tells the client
@@ -220,11 +223,11 @@ def embedding_for(
 
 # -- rate limiting -----------------------------------------------------------------------------
 class _Bucket:
-    """A per-minute budget that refills continuously at capacity/60 per second."""
+    """A per-window budget that refills continuously at capacity/window per second."""
 
-    def __init__(self, capacity: int, now: float) -> None:
+    def __init__(self, capacity: int, now: float, window: float = 60.0) -> None:
         self.capacity = capacity
-        self.rate = capacity / 60.0
+        self.rate = capacity / window
         self.level = float(capacity)
         self.stamp = now
 
@@ -249,21 +252,23 @@ class _Throttle:
 
 
 class _Limiter:
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], window: float = 60.0) -> None:
         self._clock = clock
+        self.window = window
         self._requests: _Bucket | None = None
         self._tokens: _Bucket | None = None
 
     def _sync(self, rpm: int | None, tpm: int | None, now: float) -> None:
         # The config may change between requests; a changed budget starts full.
+        window = self.window
         if rpm is None:
             self._requests = None
         elif self._requests is None or self._requests.capacity != rpm:
-            self._requests = _Bucket(rpm, now)
+            self._requests = _Bucket(rpm, now, window)
         if tpm is None:
             self._tokens = None
         elif self._tokens is None or self._tokens.capacity != tpm:
-            self._tokens = _Bucket(tpm, now)
+            self._tokens = _Bucket(tpm, now, window)
         for bucket in (self._requests, self._tokens):
             if bucket is not None:
                 bucket.refill(now)
@@ -349,7 +354,7 @@ class OpenAIEmulator(HTTPEmulator):
         super().__init__(host, port, max_body=256 * 1024 * 1024)
         self.config = config or OpenAIEmulatorConfig()
         self.stats = OpenAIStats()
-        self._limiter = _Limiter(clock)
+        self._limiter = _Limiter(clock, self.config.window_seconds)
         self._rng_seed = self.config.seed
         self._rng = random.Random(self._rng_seed)
 

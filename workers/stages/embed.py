@@ -47,6 +47,13 @@ def limits_for(s: Settings, embedder: Embedder) -> BatchLimits:
     )
 
 
+def request_room(embedder: Embedder) -> Callable[[], int | None] | None:
+    """How much a request may carry now, for embedders paced by a rate limit (the API's);
+    None for local ones, which only the static limits bound."""
+    room: Callable[[], int | None] | None = getattr(embedder, "request_room", None)
+    return room
+
+
 Store = Callable[[list[BatchItem], np.ndarray], int]
 
 
@@ -59,7 +66,7 @@ def run(ctx: StageContext) -> Status:
     items, store = (_held if ctx.together else _streamed)(ctx, embedder.model)
     worker_runner().run(
         embed_batches(
-            pack(items, limits_for(ctx.settings, embedder)),
+            pack(items, limits_for(ctx.settings, embedder), request_room(embedder)),
             embedder,
             concurrency=ctx.settings.embed_concurrency,
             correlation_id=str(ctx.correlation_id),
