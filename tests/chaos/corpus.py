@@ -6,10 +6,27 @@ import random
 from pathlib import Path
 
 LARGE_BYTES = 1_200_000
-_WORDS = (
-    "ledger queue lease vector chunk worker supervisor outage retry parser token "
-    "embedding postgres recovery invariant document pipeline heartbeat backoff"
-).split()
+_WORDS = [
+    "ledger",
+    "queue",
+    "lease",
+    "vector",
+    "chunk",
+    "worker",
+    "supervisor",
+    "outage",
+    "retry",
+    "parser",
+    "token",
+    "embedding",
+    "postgres",
+    "recovery",
+    "invariant",
+    "document",
+    "pipeline",
+    "heartbeat",
+    "backoff",
+]
 
 
 def _sentence(rng: random.Random) -> str:
@@ -32,7 +49,8 @@ def write_corpus(root: Path, *, documents: int, large: int, seed: int = 16) -> l
         if kind == "txt":
             text = "\n\n".join(paras)
         elif kind == "md":
-            text = f"# Document {i}\n\n" + "\n\n".join(f"## Part {j}\n\n{p}" for j, p in enumerate(paras))
+            parts = (f"## Part {j}\n\n{p}" for j, p in enumerate(paras))
+            text = f"# Document {i}\n\n" + "\n\n".join(parts)
         else:
             body = "".join(f"<p>{p}</p>" for p in paras)
             text = f"<html><head><title>doc {i}</title></head><body>{body}</body></html>"
