@@ -101,8 +101,12 @@ def verify(scene: Scene) -> Callable[..., dict[str, Any]]:
     ) -> dict[str, Any]:
         with scene.conn() as c:
             violations, summary = invariants.check(
-                c, reference=reference, secrets=SECRETS, logs=scene.logs, home=scene.home
+                c, reference=reference, secrets=SECRETS, logs=scene.logs
             )
+        for release in scene.releases:
+            release()
+        violations += invariants.leftovers(scene.home)
+        summary["violations"] = len(violations)
         row = {"scenario": scene.name, "faults": faults, **summary}
         row["recover_s"] = None if recover_seconds is None else round(recover_seconds, 2)
         results.record("scenarios", row)

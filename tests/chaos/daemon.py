@@ -113,6 +113,9 @@ class Scene:
     env: dict[str, str]
     daemons: list[Daemon] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    # What the test itself holds (an embedded server it joined), let go of before the
+    # check for processes left behind.
+    releases: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def home(self) -> Path:

@@ -18,7 +18,7 @@ from tests.chaos.daemon import Daemon, Scene, wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.db]
 
-CORPUS = (80, 3)  # small mixed documents, large (> 1 MiB) ones
+CORPUS = (60, 2)  # small mixed documents, large (> 1 MiB) ones
 SEED = 1616
 WORKER_KILLS = 6
 LEASE_SECONDS = 4.0
