@@ -60,8 +60,9 @@ def check(
                 violations.append(f"{name}: {d['chunks']} chunks, the reference run {want}")
             if d["status"] in ("failed", "dead") and want > 0:
                 violations.append(
-                    f"{name} ended {d['status']} ({d['error_class']}) but completed"
-                    " in the reference run"
+                    f"{name} ended {d['status']} ({d['error_class']}:"
+                    f" {(d['error_message'] or '')[:160]!r}, {d['attempts']} attempts)"
+                    " but completed in the reference run"
                 )
     dupes = conn.execute(
         "SELECT count(*) AS n FROM (SELECT document_id, ordinal FROM chunks"
