@@ -54,7 +54,11 @@ from ingestd.shared.telemetry.metrics import Metrics
 from ingestd.shared.telemetry.scrub import register_settings_secrets
 from ingestd.supervisor import control, fork, reload, watch
 from ingestd.supervisor.children import Child, Death, Kind, Reason, classify, log_fields
-from ingestd.supervisor.database import SupervisorDatabase, check_embedding_space
+from ingestd.supervisor.database import (
+    SupervisorDatabase,
+    check_embedding_space,
+    embedded_home,
+)
 from ingestd.supervisor.deaths import Deaths
 from ingestd.supervisor.drain import DrainCheck
 from ingestd.supervisor.live import LiveView
@@ -164,7 +168,7 @@ class Arbiter:
         # NOTIFY_SOCKET. The notifier opens its socket on first use, after the first fork.
         self._publisher.notifier = SystemdNotifier.from_environment()
         self._resolve_targets()
-        self._db.use(database_url(self.settings))
+        self._db.use(database_url(self.settings), embedded_home=embedded_home(self.settings))
         migrate(self._db.url)
         check_embedding_space(self._db.url, self.settings)
         if self.live:  # before the first fork: children get its terminal as their stderr
@@ -741,7 +745,7 @@ class Arbiter:
         if prepared.metrics is not None:
             self._metrics.close()
             self._use_metrics(prepared.metrics)
-        self._db.use(prepared.url)
+        self._db.use(prepared.url, embedded_home=embedded_home(new))
         register_settings_secrets(new)
         self.settings = self._deaths.settings = new
         self.target = new.workers

@@ -6,18 +6,25 @@ each gives up after seconds (libpq ignores the last for Unix sockets). The conne
 is closed before every fork (a child must not inherit it) and after every error, and
 reopened on next use. A failure that repeats (the database is down) is logged once per
 ``ERROR_LOG_SECONDS`` per activity, with how many were left out.
+
+The supervisor owns the embedded server (when no INGESTD_DATABASE_URL is set): nothing
+else would start it again once its postmaster is killed, and the workers would wait on
+it for ever. So every database error first checks whether it is gone, and starts it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import conninfo
 
+from ingestd.shared.db import embedded
 from ingestd.shared.db.connect import connect
 from ingestd.shared.errors import first_line
 from ingestd.shared.settings import Settings
@@ -33,6 +40,7 @@ TCP_USER_TIMEOUT_MS = 10_000
 class SupervisorDatabase:
     def __init__(self, url: str = "") -> None:
         self.url = url
+        self.embedded_home: Path | None = None
         self._conn: psycopg.Connection[Any] | None = None
         self._logged_at: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
@@ -48,8 +56,10 @@ class SupervisorDatabase:
         """A new bounded connection of its own (the caller closes it)."""
         return connect(bounded(self.url), autocommit=True, application_name=APPLICATION_NAME)
 
-    def use(self, url: str) -> None:
-        """Switch to another database (a reload changed it)."""
+    def use(self, url: str, *, embedded_home: Path | None = None) -> None:
+        """Switch to another database (a reload changed it); ``embedded_home``: the URL
+        is the embedded server's under that home, which this process then restarts."""
+        self.embedded_home = embedded_home
         if url != self.url:
             self.close()
             self.url = url
@@ -65,6 +75,24 @@ class SupervisorDatabase:
         """Log (at most every ERROR_LOG_SECONDS per ``what``, with a count) and drop the
         connection, so the next use starts afresh."""
         self.close()
+        self._report(what, first_line(exc))
+        self.revive_embedded()
+
+    def revive_embedded(self) -> int | None:
+        """Start the embedded server again if its postmaster is gone; its new pid."""
+        if self.embedded_home is None:
+            return None
+        try:
+            pid = embedded.revive(self.embedded_home)
+        except (subprocess.SubprocessError, OSError) as exc:
+            # pg_ctl failed or timed out (its log says why): tried again on the next error.
+            self._report("restarting the embedded server", first_line(exc))
+            return None
+        if pid is not None:
+            self._log.warning("embedded postgres restarted", pid=pid)
+        return pid
+
+    def _report(self, what: str, error: str) -> None:
         now = time.monotonic()
         if now - self._logged_at.get(what, -ERROR_LOG_SECONDS) < ERROR_LOG_SECONDS:
             self._suppressed[what] += 1
@@ -72,10 +100,15 @@ class SupervisorDatabase:
         self._log.error(
             "database error",
             during=what,
-            error=first_line(exc),
+            error=error,
             similar_errors_since_last_report=self._suppressed.pop(what, 0),
         )
         self._logged_at[what] = now
+
+
+def embedded_home(settings: Settings) -> Path | None:
+    """The home whose embedded server this configuration uses; None with a database URL."""
+    return None if settings.database_url else settings.home
 
 
 def bounded(url: str) -> str:

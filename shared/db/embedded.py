@@ -156,6 +156,31 @@ def embedded_url(home: Path, database: str = "postgres") -> str:
     return str(server.get_uri(database))
 
 
+def revive(home: Path) -> int | None:
+    """Start the embedded server under ``home`` again if this process uses it and its
+    postmaster is gone (killed, or crashed past PostgreSQL's own restart): the same data
+    directory and socket, so every URL handed out stays valid. Returns the new
+    postmaster's pid, or None when there was nothing to do (not in use here, or running).
+
+    The reaper exits with the server it watched, so a new one is started as well."""
+    pgdata = data_dir(home)
+    server = _SERVERS.get(pgdata)
+    if server is None or _postmaster(pgdata) is not None:
+        return None
+    pgserver = _pgserver()
+    with _locked(pgserver):
+        # Another user of the same server may have started it meanwhile.
+        if _postmaster(pgdata) is None:
+            # pgserver's start routine (pg_ctl -w start), without its lock: we hold it.
+            server.ensure_postgres_running()
+        reaper = _read_state(pgdata)["reaper"]
+        has_reaper = reaper is not None and _alive(reaper["pid"], reaper["started"])
+    if not has_reaper:
+        _spawn_reaper(pgdata)
+    postmaster = _postmaster(pgdata)
+    return postmaster.pid if postmaster else None
+
+
 def release_embedded(home: Path) -> None:
     """Let go of the embedded server under ``home`` before this process exits (as a
     benchmark does between runs): it stops now if no other process still uses it."""
