@@ -44,10 +44,16 @@ ORDER = list(STAGES)
 
 
 def groupable(s: Settings, claimed: jobs.Claimed) -> bool:
-    """Whether a claimed document may travel in a group (else it goes alone)."""
+    """Whether a claimed document may travel in a group (else it goes alone).
+
+    Only a document that never failed an attempt: a worker that dies holding a group
+    (SIGKILL, memory, no heartbeat) charges every member, since none can be blamed, so
+    its members go on alone afterwards. Grouped again, the innocent would be killed with
+    the culprit until all ended dead; alone, the culprit is found in one more death."""
     return (
         claimed.status is Status.PARSING
         and claimed.claimed_from is Status.QUEUED
+        and claimed.attempts == 0
         and s.parser == "local"
         and claimed.size_bytes <= s.claim_max_bytes
     )

@@ -243,3 +243,32 @@ def test_chunks_that_do_not_come_back_identical_are_not_guessed(
     assert "re-chunking gave" in doc["error_message"]
     n = conn.execute("SELECT count(*) AS n FROM chunks WHERE document_id = %s", (victim,))
     assert n.fetchone()["n"] == 0
+
+
+def test_only_a_document_that_never_failed_an_attempt_travels_in_a_group(
+    make_settings: Any,
+) -> None:
+    # A worker that died holding a group charged every member (none could be blamed):
+    # afterwards each goes alone, so the innocent are not killed again with the culprit.
+    import uuid
+    from datetime import UTC, datetime
+
+    from ingestd.shared.db.jobs import Claimed
+    from ingestd.shared.states import Status
+    from ingestd.workers.drive import groupable
+
+    settings = make_settings()
+
+    def claimed(attempts: int) -> Claimed:
+        return Claimed(
+            id=uuid.uuid4(),
+            status=Status.PARSING,
+            claimed_from=Status.QUEUED,
+            attempts=attempts,
+            correlation_id=uuid.uuid4(),
+            lease_expires_at=datetime.now(UTC),
+            size_bytes=100,
+        )
+
+    assert groupable(settings, claimed(0))
+    assert not groupable(settings, claimed(1))
