@@ -171,8 +171,10 @@ def _formatter(use_json: bool, colors: bool) -> structlog.stdlib.ProcessorFormat
         shape: list[Processor] = []
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=colors)
-        # People get what is set: no "correlation_id=None document_id=None" on every line.
-        shape = [_drop_unset]
+        # People get what is set: no "correlation_id=None document_id=None" on every line,
+        # and no id lists (a group's members), which fill a terminal and which the JSON
+        # lines keep for the machines that select on them.
+        shape = [_drop_unset, _drop_id_lists]
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_pre_chain(), structlog.stdlib.ExtraAdder()],
         processors=[
@@ -188,6 +190,15 @@ def _formatter(use_json: bool, colors: bool) -> structlog.stdlib.ProcessorFormat
 
 def _drop_unset(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return {k: v for k, v in event_dict.items() if v is not None}
+
+
+_ID_LISTS = ("document_ids", "correlation_ids")
+
+
+def _drop_id_lists(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    for key in _ID_LISTS:
+        event_dict.pop(key, None)
+    return event_dict
 
 
 def _isatty(stream: IO[str]) -> bool:

@@ -211,6 +211,22 @@ def test_console_lines_carry_only_what_is_set_json_lines_every_key() -> None:
     assert record["unset"] is None and record["correlation_id"] is None
 
 
+def test_a_groups_id_lists_are_for_machines_not_the_terminal() -> None:
+    members = {"document_ids": ["d-one", "d-two"], "correlation_ids": ["c-one", "c-two"]}
+    tty = FakeTTY()
+    configure_logging("worker", 0, stream=tty)
+    get_logger("t").info("stage finished", documents=2, **members)
+    out = tty.getvalue()
+    assert "documents=2" in out and "d-one" not in out and "c-one" not in out
+
+    buf = io.StringIO()
+    configure_logging("worker", 0, stream=buf)
+    get_logger("t").info("stage finished", documents=2, **members)
+    (record,) = lines(buf)
+    assert record["document_ids"] == ["d-one", "d-two"]
+    assert record["correlation_ids"] == ["c-one", "c-two"]
+
+
 @pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
 def test_the_embedded_servers_info_chatter_shows_only_when_debugging(
     level: str, shown: bool
