@@ -7,10 +7,11 @@ nothing new.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -135,6 +136,141 @@ def ingest_file(
     conn: psycopg.Connection[Any], path: Path, *, source: str | None = None
 ) -> IngestResult:
     shown = str(path)
+    opened = _open_regular(path)
+    if isinstance(opened, IngestResult):
+        return opened
+    with opened as fh:
+        try:
+            source = source or str(path.resolve())
+            if not _is_utf8(source + path.name):
+                return _badly_named(shown)
+            result = ingest_stream(conn, fh, source=source, filename=path.name)
+        except OSError as exc:
+            return _unreadable(shown, exc)
+    return IngestResult(shown, result.status, result.document_id, result.created, result.error)
+
+
+# -- many files at once ----------------------------------------------------------------
+
+# A file up to this size is read whole, hashed here and written with the other small files
+# of its batch in one statement; a larger one is streamed in pieces (``ingest_stream``).
+SMALL_FILE_BYTES = 1 << 20
+# Small files' bytes held before they are written: bounds the command's memory.
+BATCH_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class _SmallFile:
+    shown: str
+    doc: jobs.NewDocument
+
+
+def ingest_files(
+    conn: psycopg.Connection[Any], entries: Iterable[tuple[Path, str | None]]
+) -> list[IngestResult]:
+    """``ingest_file`` for each path (or the rejection ``iter_paths`` gave it), in order.
+
+    Call inside a transaction. Small files are read, checked and hashed first and then
+    written many per statement, so a file that cannot be read or named is rejected before
+    any of them reaches the database and nothing needs undoing; a large file is streamed
+    as ``ingest_file`` does, in a savepoint of its own.
+    """
+    results: list[IngestResult | _SmallFile] = []
+    pending: list[_SmallFile] = []
+    held = 0
+    for path, error in entries:
+        outcome = (
+            IngestResult(str(path), "rejected", error=error)
+            if error is not None
+            else _read_or_stream(conn, path)
+        )
+        results.append(outcome)
+        if isinstance(outcome, _SmallFile):
+            pending.append(outcome)
+            held += len(outcome.doc.data)
+            if held >= BATCH_BYTES:
+                _store_small(conn, pending, results)
+                pending, held = [], 0
+    _store_small(conn, pending, results)
+    return [r for r in results if isinstance(r, IngestResult)]
+
+
+def _read_or_stream(conn: psycopg.Connection[Any], path: Path) -> IngestResult | _SmallFile:
+    shown = str(path)
+    opened = _open_regular(path)
+    if isinstance(opened, IngestResult):
+        return opened
+    with opened as fh:
+        try:
+            head = _read_upto(fh, SMALL_FILE_BYTES + 1)
+            source = str(path.resolve())
+        except OSError as exc:
+            return _unreadable(shown, exc)
+        if not head:
+            return IngestResult(shown, "rejected", error="file is empty")
+        if not _is_utf8(source + path.name):
+            return _badly_named(shown)
+        if len(head) > SMALL_FILE_BYTES:
+            try:
+                result = ingest_stream(
+                    conn, _Prepended(head, fh), source=source, filename=path.name
+                )  # type: ignore[arg-type]
+            except OSError as exc:
+                return _unreadable(shown, exc)
+            return IngestResult(
+                shown, result.status, result.document_id, result.created, result.error
+            )
+    sha = hashlib.sha256(head).hexdigest()
+    return _SmallFile(
+        shown,
+        jobs.NewDocument(
+            doc_id=document_id_for(sha),
+            content_sha256=sha,
+            source=source,
+            filename=path.name,
+            mime_type=sniff_mime(path.name, head[:SNIFF_BYTES]),
+            data=head,
+            correlation_id=uuid.uuid4(),
+        ),
+    )
+
+
+def _read_upto(fh: BinaryIO, limit: int) -> bytes:
+    """Up to ``limit`` bytes, asking first for what the file's size says is there (plus
+    one, to see the end): a read of ``limit`` would allocate ``limit`` for every file."""
+    size = os.fstat(fh.fileno()).st_size
+    data = fh.read(min(size + 1, limit))
+    if len(data) > size and len(data) < limit:  # it grew since: read on to the limit
+        data += fh.read(limit - len(data))
+    return data
+
+
+def _store_small(
+    conn: psycopg.Connection[Any],
+    pending: list[_SmallFile],
+    results: list[IngestResult | _SmallFile],
+) -> None:
+    """Write ``pending`` and put each one's result in its place in ``results``. The same
+    bytes twice in a batch are one document: the later file finds it, as it would have
+    had the files been ingested one by one."""
+    if not pending:
+        return
+    first = {f.doc.content_sha256: f.doc for f in reversed(pending)}
+    added = jobs.add_small_documents(conn, list(first.values()))
+    claimed: set[str] = set()
+    for i, r in enumerate(results):
+        if not isinstance(r, _SmallFile):
+            continue
+        sha = r.doc.content_sha256
+        created, status = added[sha]
+        created = created and sha not in claimed
+        claimed.add(sha)
+        results[i] = IngestResult(r.shown, status, r.doc.doc_id, created=created)
+
+
+def _open_regular(path: Path) -> BinaryIO | IngestResult:
+    """``path`` opened for reading if it is a regular file, else why it is refused."""
+    shown = str(path)
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer. What was opened is
         # checked, not the name, so a file swapped for a device meanwhile is refused too.
@@ -146,21 +282,37 @@ def ingest_file(
     except PermissionError:
         return IngestResult(shown, "rejected", error="permission denied")
     except OSError as exc:
-        return IngestResult(shown, "rejected", error=f"cannot read file: {exc.strerror or exc}")
-    with os.fdopen(fd, "rb") as fh:
+        return _unreadable(shown, exc)
+    fh = os.fdopen(fd, "rb")
+    try:
         refused = _not_regular(os.fstat(fd).st_mode)
-        if refused is not None:
-            # A device, FIFO or socket never ends or never starts: /dev/zero would be
-            # read into a large object until the disk is full.
-            return IngestResult(shown, "rejected", error=refused)
-        os.set_blocking(fd, True)
-        try:
-            result = ingest_stream(
-                conn, fh, source=source or str(path.resolve()), filename=path.name
-            )
-        except OSError as exc:
-            return IngestResult(shown, "rejected", error=f"cannot read file: {exc.strerror or exc}")
-    return IngestResult(shown, result.status, result.document_id, result.created, result.error)
+        if refused is None:
+            os.set_blocking(fd, True)
+            return fh
+    except OSError as exc:
+        refused = f"cannot read file: {exc.strerror or exc}"
+    # A device, FIFO or socket never ends or never starts: /dev/zero would be read into a
+    # large object until the disk is full.
+    fh.close()
+    return IngestResult(shown, "rejected", error=refused)
+
+
+def _unreadable(shown: str, exc: OSError) -> IngestResult:
+    return IngestResult(shown, "rejected", error=f"cannot read file: {exc.strerror or exc}")
+
+
+def _badly_named(shown: str) -> IngestResult:
+    # The database keeps text as UTF-8: a name that is not cannot be stored as given, and
+    # a name changed to fit would no longer find the file.
+    return IngestResult(shown, "rejected", error="file name is not valid UTF-8")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _not_regular(mode: int) -> str | None:
