@@ -126,10 +126,12 @@ class _Prepended:
         self._rest = rest
 
     def read(self, n: int) -> bytes:
-        if self._head:
-            out, self._head = self._head[:n], self._head[n:]
-            return out
-        return self._rest.read(n)
+        if not self._head:
+            return self._rest.read(n)
+        out, self._head = self._head[:n], self._head[n:]
+        if len(out) < n:  # as a file would: the sniffed head must not depend on the split
+            out += self._rest.read(n - len(out))
+        return out
 
 
 def ingest_file(
@@ -155,8 +157,10 @@ def ingest_file(
 # A file up to this size is read whole, hashed here and written with the other small files
 # of its batch in one statement; a larger one is streamed in pieces (``ingest_stream``).
 SMALL_FILE_BYTES = 1 << 20
-# Small files' bytes held before they are written: bounds the command's memory.
-BATCH_BYTES = 16 << 20
+# Small files' bytes held before they are written. It bounds the command's memory, at
+# about five times this (the statement's parameters are copied twice by psycopg and once
+# into libpq's buffer); 4 MiB is already hundreds of typical files per round trip.
+BATCH_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -283,17 +287,16 @@ def _open_regular(path: Path) -> BinaryIO | IngestResult:
         return IngestResult(shown, "rejected", error="permission denied")
     except OSError as exc:
         return _unreadable(shown, exc)
-    fh = os.fdopen(fd, "rb")
     try:
+        # A device, FIFO or socket never ends or never starts: /dev/zero would be read
+        # into a large object until the disk is full.
         refused = _not_regular(os.fstat(fd).st_mode)
         if refused is None:
             os.set_blocking(fd, True)
-            return fh
+            return os.fdopen(fd, "rb")
     except OSError as exc:
         refused = f"cannot read file: {exc.strerror or exc}"
-    # A device, FIFO or socket never ends or never starts: /dev/zero would be read into a
-    # large object until the disk is full.
-    fh.close()
+    os.close(fd)
     return IngestResult(shown, "rejected", error=refused)
 
 
