@@ -180,13 +180,14 @@ def ingest_files(
     as ``ingest_file`` does, in a savepoint of its own.
     """
     results: list[IngestResult | _SmallFile] = []
+    resolved_dirs: dict[Path, Path] = {}
     pending: list[_SmallFile] = []
     held = 0
     for path, error in entries:
         outcome = (
             IngestResult(str(path), "rejected", error=error)
             if error is not None
-            else _read_or_stream(conn, path)
+            else _read_or_stream(conn, path, resolved_dirs)
         )
         results.append(outcome)
         if isinstance(outcome, _SmallFile):
@@ -199,7 +200,9 @@ def ingest_files(
     return [r for r in results if isinstance(r, IngestResult)]
 
 
-def _read_or_stream(conn: psycopg.Connection[Any], path: Path) -> IngestResult | _SmallFile:
+def _read_or_stream(
+    conn: psycopg.Connection[Any], path: Path, resolved_dirs: dict[Path, Path]
+) -> IngestResult | _SmallFile:
     shown = str(path)
     opened = _open_regular(path)
     if isinstance(opened, IngestResult):
@@ -207,7 +210,7 @@ def _read_or_stream(conn: psycopg.Connection[Any], path: Path) -> IngestResult |
     with opened as fh:
         try:
             head = _read_upto(fh, SMALL_FILE_BYTES + 1)
-            source = str(path.resolve())
+            source = str(_resolve(path, resolved_dirs))
         except OSError as exc:
             return _unreadable(shown, exc)
         if not head:
@@ -247,6 +250,17 @@ def _read_upto(fh: BinaryIO, limit: int) -> bytes:
     if len(data) > size and len(data) < limit:  # it grew since: read on to the limit
         data += fh.read(limit - len(data))
     return data
+
+
+def _resolve(path: Path, resolved_dirs: dict[Path, Path]) -> Path:
+    """``path.resolve()``, with each directory resolved once: a file of a tree costs one
+    ``lstat`` instead of one per component of its path."""
+    if path.is_symlink():
+        return path.resolve()
+    parent = resolved_dirs.get(path.parent)
+    if parent is None:
+        parent = resolved_dirs[path.parent] = path.parent.resolve()
+    return parent / path.name
 
 
 def _store_small(

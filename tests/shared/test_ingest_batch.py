@@ -369,3 +369,23 @@ def test_cli_output_is_the_same_and_a_second_run_finds_everything(conn, cli_env,
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0
     assert lines[0] == f"exists (queued){first[0]['document_id']}  {root / 'sub' / '000.txt'}"
+
+
+def test_the_source_is_the_resolved_path(conn, tmp_path, monkeypatch) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.txt").write_text("a\n")
+    (real / "b.txt").write_text("b\n")
+    (tmp_path / "via").symlink_to(real)
+    (real / "link.txt").symlink_to(real / "b.txt")
+    monkeypatch.chdir(tmp_path)
+    paths = [Path("via/a.txt"), tmp_path / "via" / "link.txt"]
+    results = _batch(conn, paths)
+    sources = [
+        conn.execute("SELECT source FROM documents WHERE id = %s", (r.document_id,)).fetchone()[
+            "source"
+        ]
+        for r in results
+    ]
+    assert sources == [str(real / "a.txt"), str(real / "b.txt")]
+    assert [r.path for r in results] == ["via/a.txt", str(tmp_path / "via" / "link.txt")]
