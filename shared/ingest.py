@@ -209,25 +209,20 @@ def _read_or_stream(
         return opened
     with opened as fh:
         try:
-            head = _read_upto(fh, SMALL_FILE_BYTES + 1)
             source = str(_resolve(path, resolved_dirs))
+            if not _is_utf8(source + path.name):
+                return _badly_named(shown)
+            data = _read_small(fh)
+            if data is None:
+                result = ingest_stream(conn, fh, source=source, filename=path.name)
+                return IngestResult(
+                    shown, result.status, result.document_id, result.created, result.error
+                )
         except OSError as exc:
             return _unreadable(shown, exc)
-        if not head:
-            return IngestResult(shown, "rejected", error="file is empty")
-        if not _is_utf8(source + path.name):
-            return _badly_named(shown)
-        if len(head) > SMALL_FILE_BYTES:
-            try:
-                result = ingest_stream(
-                    conn, _Prepended(head, fh), source=source, filename=path.name
-                )  # type: ignore[arg-type]
-            except OSError as exc:
-                return _unreadable(shown, exc)
-            return IngestResult(
-                shown, result.status, result.document_id, result.created, result.error
-            )
-    sha = hashlib.sha256(head).hexdigest()
+    if not data:
+        return IngestResult(shown, "rejected", error="file is empty")
+    sha = hashlib.sha256(data).hexdigest()
     return _SmallFile(
         shown,
         jobs.NewDocument(
@@ -235,21 +230,28 @@ def _read_or_stream(
             content_sha256=sha,
             source=source,
             filename=path.name,
-            mime_type=sniff_mime(path.name, head[:SNIFF_BYTES]),
-            data=head,
+            mime_type=sniff_mime(path.name, data[:SNIFF_BYTES]),
+            data=data,
             correlation_id=uuid.uuid4(),
         ),
     )
 
 
-def _read_upto(fh: BinaryIO, limit: int) -> bytes:
-    """Up to ``limit`` bytes, asking first for what the file's size says is there (plus
-    one, to see the end): a read of ``limit`` would allocate ``limit`` for every file."""
+def _read_small(fh: BinaryIO) -> bytes | None:
+    """The whole file if it is small, else None with ``fh`` at its start, to be streamed.
+
+    The size is a hint only (a file may grow while read; procfs says 0 for files that have
+    content), so what is read decides; asking for what the size says (plus one, to see the
+    end) spares allocating the limit for every file."""
     size = os.fstat(fh.fileno()).st_size
-    data = fh.read(min(size + 1, limit))
-    if len(data) > size and len(data) < limit:  # it grew since: read on to the limit
-        data += fh.read(limit - len(data))
-    return data
+    if size <= SMALL_FILE_BYTES:
+        data = fh.read(size + 1)
+        if len(data) > size:  # it grew since: read on to the limit
+            data += fh.read(SMALL_FILE_BYTES + 1 - len(data))
+        if len(data) <= SMALL_FILE_BYTES:
+            return data
+    fh.seek(0)
+    return None
 
 
 def _resolve(path: Path, resolved_dirs: dict[Path, Path]) -> Path:
