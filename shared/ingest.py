@@ -7,10 +7,11 @@ nothing new.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -125,15 +126,170 @@ class _Prepended:
         self._rest = rest
 
     def read(self, n: int) -> bytes:
-        if self._head:
-            out, self._head = self._head[:n], self._head[n:]
-            return out
-        return self._rest.read(n)
+        if not self._head:
+            return self._rest.read(n)
+        out, self._head = self._head[:n], self._head[n:]
+        if len(out) < n:  # as a file would: the sniffed head must not depend on the split
+            out += self._rest.read(n - len(out))
+        return out
 
 
 def ingest_file(
     conn: psycopg.Connection[Any], path: Path, *, source: str | None = None
 ) -> IngestResult:
+    shown = str(path)
+    opened = _open_regular(path)
+    if isinstance(opened, IngestResult):
+        return opened
+    with opened as fh:
+        try:
+            source = source or str(path.resolve())
+            if not _is_utf8(source + path.name):
+                return _badly_named(shown)
+            result = ingest_stream(conn, fh, source=source, filename=path.name)
+        except OSError as exc:
+            return _unreadable(shown, exc)
+    return IngestResult(shown, result.status, result.document_id, result.created, result.error)
+
+
+# -- many files at once ----------------------------------------------------------------
+
+# A file up to this size is read whole, hashed here and written with the other small files
+# of its batch in one statement; a larger one is streamed in pieces (``ingest_stream``).
+SMALL_FILE_BYTES = 1 << 20
+# Small files' bytes held before they are written. It bounds the command's memory, at
+# about five times this (the statement's parameters are copied twice by psycopg and once
+# into libpq's buffer); 4 MiB is already hundreds of typical files per round trip.
+BATCH_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class _SmallFile:
+    shown: str
+    doc: jobs.NewDocument
+
+
+def ingest_files(
+    conn: psycopg.Connection[Any], entries: Iterable[tuple[Path, str | None]]
+) -> list[IngestResult]:
+    """``ingest_file`` for each path (or the rejection ``iter_paths`` gave it), in order.
+
+    Call inside a transaction. Small files are read, checked and hashed first and then
+    written many per statement, so a file that cannot be read or named is rejected before
+    any of them reaches the database and nothing needs undoing; a large file is streamed
+    as ``ingest_file`` does, in a savepoint of its own.
+    """
+    results: list[IngestResult | _SmallFile] = []
+    resolved_dirs: dict[Path, Path] = {}
+    pending: list[_SmallFile] = []
+    held = 0
+    for path, error in entries:
+        outcome = (
+            IngestResult(str(path), "rejected", error=error)
+            if error is not None
+            else _read_or_stream(conn, path, resolved_dirs)
+        )
+        results.append(outcome)
+        if isinstance(outcome, _SmallFile):
+            pending.append(outcome)
+            held += len(outcome.doc.data)
+            if held >= BATCH_BYTES:
+                _store_small(conn, pending, results)
+                pending, held = [], 0
+    _store_small(conn, pending, results)
+    return [r for r in results if isinstance(r, IngestResult)]
+
+
+def _read_or_stream(
+    conn: psycopg.Connection[Any], path: Path, resolved_dirs: dict[Path, Path]
+) -> IngestResult | _SmallFile:
+    shown = str(path)
+    opened = _open_regular(path)
+    if isinstance(opened, IngestResult):
+        return opened
+    with opened as fh:
+        try:
+            source = str(_resolve(path, resolved_dirs))
+            if not _is_utf8(source + path.name):
+                return _badly_named(shown)
+            data = _read_small(fh)
+            if data is None:
+                result = ingest_stream(conn, fh, source=source, filename=path.name)
+                return IngestResult(
+                    shown, result.status, result.document_id, result.created, result.error
+                )
+        except OSError as exc:
+            return _unreadable(shown, exc)
+    if not data:
+        return IngestResult(shown, "rejected", error="file is empty")
+    sha = hashlib.sha256(data).hexdigest()
+    return _SmallFile(
+        shown,
+        jobs.NewDocument(
+            doc_id=document_id_for(sha),
+            content_sha256=sha,
+            source=source,
+            filename=path.name,
+            mime_type=sniff_mime(path.name, data[:SNIFF_BYTES]),
+            data=data,
+            correlation_id=uuid.uuid4(),
+        ),
+    )
+
+
+def _read_small(fh: BinaryIO) -> bytes | None:
+    """The whole file if it is small, else None with ``fh`` at its start, to be streamed.
+
+    The size is a hint only (a file may grow while read; procfs says 0 for files that have
+    content), so what is read decides; asking for what the size says (plus one, to see the
+    end) spares allocating the limit for every file."""
+    size = os.fstat(fh.fileno()).st_size
+    if size <= SMALL_FILE_BYTES:
+        data = fh.read(size + 1)
+        if len(data) > size:  # it grew since: read on to the limit
+            data += fh.read(SMALL_FILE_BYTES + 1 - len(data))
+        if len(data) <= SMALL_FILE_BYTES:
+            return data
+    fh.seek(0)
+    return None
+
+
+def _resolve(path: Path, resolved_dirs: dict[Path, Path]) -> Path:
+    """``path.resolve()``, with each directory resolved once: a file of a tree costs one
+    ``lstat`` instead of one per component of its path."""
+    if path.is_symlink():
+        return path.resolve()
+    parent = resolved_dirs.get(path.parent)
+    if parent is None:
+        parent = resolved_dirs[path.parent] = path.parent.resolve()
+    return parent / path.name
+
+
+def _store_small(
+    conn: psycopg.Connection[Any],
+    pending: list[_SmallFile],
+    results: list[IngestResult | _SmallFile],
+) -> None:
+    """Write ``pending`` and put each one's result in its place in ``results``. The same
+    bytes twice in a batch are one document: the later file finds it, as it would have
+    had the files been ingested one by one."""
+    if not pending:
+        return
+    first = {f.doc.content_sha256: f.doc for f in reversed(pending)}
+    added = jobs.add_small_documents(conn, list(first.values()))
+    claimed: set[str] = set()
+    for i, r in enumerate(results):
+        if not isinstance(r, _SmallFile):
+            continue
+        sha = r.doc.content_sha256
+        created, status = added[sha]
+        created = created and sha not in claimed
+        claimed.add(sha)
+        results[i] = IngestResult(r.shown, status, r.doc.doc_id, created=created)
+
+
+def _open_regular(path: Path) -> BinaryIO | IngestResult:
+    """``path`` opened for reading if it is a regular file, else why it is refused."""
     shown = str(path)
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer. What was opened is
@@ -146,21 +302,36 @@ def ingest_file(
     except PermissionError:
         return IngestResult(shown, "rejected", error="permission denied")
     except OSError as exc:
-        return IngestResult(shown, "rejected", error=f"cannot read file: {exc.strerror or exc}")
-    with os.fdopen(fd, "rb") as fh:
+        return _unreadable(shown, exc)
+    try:
+        # A device, FIFO or socket never ends or never starts: /dev/zero would be read
+        # into a large object until the disk is full.
         refused = _not_regular(os.fstat(fd).st_mode)
-        if refused is not None:
-            # A device, FIFO or socket never ends or never starts: /dev/zero would be
-            # read into a large object until the disk is full.
-            return IngestResult(shown, "rejected", error=refused)
-        os.set_blocking(fd, True)
-        try:
-            result = ingest_stream(
-                conn, fh, source=source or str(path.resolve()), filename=path.name
-            )
-        except OSError as exc:
-            return IngestResult(shown, "rejected", error=f"cannot read file: {exc.strerror or exc}")
-    return IngestResult(shown, result.status, result.document_id, result.created, result.error)
+        if refused is None:
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+    except OSError as exc:
+        refused = f"cannot read file: {exc.strerror or exc}"
+    os.close(fd)
+    return IngestResult(shown, "rejected", error=refused)
+
+
+def _unreadable(shown: str, exc: OSError) -> IngestResult:
+    return IngestResult(shown, "rejected", error=f"cannot read file: {exc.strerror or exc}")
+
+
+def _badly_named(shown: str) -> IngestResult:
+    # The database keeps text as UTF-8: a name that is not cannot be stored as given, and
+    # a name changed to fit would no longer find the file.
+    return IngestResult(shown, "rejected", error="file name is not valid UTF-8")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _not_regular(mode: int) -> str | None:

@@ -105,7 +105,7 @@ INGEST_GROUP = 200  # files per transaction: one durable commit per group, not p
 def cmd_ingest(args: argparse.Namespace) -> int:
     from itertools import islice
 
-    from ingestd.shared.ingest import IngestResult, ingest_file, iter_paths
+    from ingestd.shared.ingest import IngestResult, ingest_files, iter_paths
 
     settings = _settings(args)
     conn = _db(settings)
@@ -120,15 +120,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
     paths = iter_paths([Path(p) for p in args.paths])
     while group := list(islice(paths, INGEST_GROUP)):
-        done: list[IngestResult] = []
-        # Each file is a savepoint inside the group's transaction, so one bad file
-        # (or a duplicate) rolls back alone; results are reported once committed.
+        # One transaction per group; a bad file is refused on its own (see ingest_files),
+        # and results are reported once committed.
         with conn.transaction():
-            for path, error in group:
-                if error is not None:
-                    done.append(IngestResult(str(path), "rejected", error=error))
-                else:
-                    done.append(ingest_file(conn, path))
+            done = ingest_files(conn, group)
         for result in done:
             rejected += result.status == "rejected"
             if args.json:

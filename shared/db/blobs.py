@@ -2,7 +2,9 @@
 
 Every worker on every host can read them, as a stream: a large object is
 written and read in pieces, so a 100 MB upload is never one value in memory.
-Deleting a document unlinks its object (trigger ``documents_unlink_blob``).
+Deleting a document unlinks its object (trigger ``documents_unlink_blob``). Small
+documents are written many at a time, by the server (``lo_from_bytea`` in
+``jobs.add_small_documents``); large ones are streamed here with ``write_blob``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ def write_blob(conn: psycopg.Connection[Any], stream: BinaryIO) -> tuple[int, st
         conn.execute("SELECT lo_put(%s, %s, %s)", (oid, offset, piece))
         offset += len(piece)
     return oid, digest.hexdigest(), offset
+
+
+def unlink_blobs(conn: psycopg.Connection[Any], oids: list[int]) -> None:
+    """Remove large objects that no document refers to (one statement)."""
+    conn.execute("SELECT lo_unlink(o) FROM unnest(%s::oid[]) o", (oids,))
 
 
 class BlobReader(io.RawIOBase):

@@ -2,10 +2,10 @@
 
 A document's status changes only through these functions, each one statement
 (or one transaction) that also writes the event-history row explaining it: its
-creation (``add_document``), claims and stage transitions, the end of a failed
-attempt (the rule is ``shared.db.attempts``), leases reaped or released, the
-parser's result or failure arriving for a parked document, and the operator's
-requeues (retry, re-embed). No other module writes ``documents.status`` or a
+creation (``add_document``, or ``add_small_documents`` for many), claims and stage
+transitions, the end of a failed attempt (the rule is ``shared.db.attempts``), leases
+reaped or released, the parser's result or failure arriving for a parked document, and
+the operator's requeues (retry, re-embed). No other module writes ``documents.status`` or a
 ``document_events`` row.
 
 Every change made by a worker is conditioned on that worker still holding the
@@ -39,6 +39,7 @@ from ingestd.shared.db.attempts import (
     decide,
     next_try_within,
 )
+from ingestd.shared.db.blobs import unlink_blobs
 from ingestd.shared.db.reports import leased_by
 from ingestd.shared.errors import ErrorClass, IngestError, LeaseLost
 from ingestd.shared.resilience.backoff import document_backoff
@@ -702,6 +703,98 @@ def add_document(
         ),
     ).fetchone()
     return row is not None
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """A small document read whole by the client, for ``add_small_documents``."""
+
+    doc_id: UUID
+    content_sha256: str
+    source: str
+    filename: str
+    mime_type: str
+    data: bytes
+    correlation_id: UUID
+
+
+# Documents not there yet get their bytes (``lo_from_bytea``: the large object is made by
+# the server, no round trip per file), their row and their ``ingested`` event, all in one
+# statement. Content already stored is skipped before any object is made; a concurrent
+# writer of the same content that wins the unique index leaves this statement an object
+# without a row (``orphan_oid``), unlinked by the caller.
+_ADD_SMALL = (
+    "WITH input AS (SELECT * FROM unnest(%(ids)s::uuid[], %(shas)s::text[], %(sources)s::text[],"
+    " %(filenames)s::text[], %(mimes)s::text[], %(corr)s::uuid[], %(data)b::bytea[])"
+    " AS t(id, content_sha256, source, filename, mime_type, correlation_id, data)),"
+    " known AS (SELECT d.content_sha256, d.status FROM documents d"
+    " JOIN input USING (content_sha256)),"
+    " fresh AS MATERIALIZED (SELECT i.id, i.content_sha256, i.source, i.filename, i.mime_type,"
+    " length(i.data)::bigint AS size_bytes, i.correlation_id, lo_from_bytea(0, i.data) AS blob_oid"
+    " FROM input i WHERE NOT EXISTS"
+    " (SELECT 1 FROM known k WHERE k.content_sha256 = i.content_sha256)),"
+    " ins AS (INSERT INTO documents (id, content_sha256, source, filename, mime_type,"
+    " size_bytes, blob_oid, correlation_id) SELECT id, content_sha256, source, filename,"
+    " mime_type, size_bytes, blob_oid, correlation_id FROM fresh"
+    " ON CONFLICT (content_sha256) DO NOTHING"
+    " RETURNING id, content_sha256, status, correlation_id, source, mime_type, size_bytes),"
+    " ev AS (INSERT INTO document_events (document_id, event, to_status, attempt,"
+    " correlation_id, details) SELECT id, 'ingested', status, 0, correlation_id,"
+    " jsonb_build_object('size_bytes', size_bytes, 'mime_type', mime_type, 'source', source)"
+    " FROM ins)"
+    " SELECT i.content_sha256, k.status::text AS known_status, s.status::text AS new_status,"
+    " CASE WHEN s.id IS NULL THEN f.blob_oid END AS orphan_oid"
+    " FROM input i LEFT JOIN known k USING (content_sha256)"
+    " LEFT JOIN fresh f USING (content_sha256) LEFT JOIN ins s USING (content_sha256)"
+)
+
+
+def add_small_documents(
+    conn: psycopg.Connection[Any], docs: Sequence[NewDocument]
+) -> dict[str, tuple[bool, str]]:
+    """``add_document`` for many small documents at once: by content hash, whether this
+    call created the document and its status. ``docs`` must have distinct hashes.
+
+    Call inside a transaction (the large objects and rows commit or roll back together).
+    """
+    if not docs:
+        return {}
+    rows = conn.execute(
+        _ADD_SMALL,
+        {
+            "ids": [d.doc_id for d in docs],
+            "shas": [d.content_sha256 for d in docs],
+            "sources": [d.source for d in docs],
+            "filenames": [d.filename for d in docs],
+            "mimes": [d.mime_type for d in docs],
+            "corr": [d.correlation_id for d in docs],
+            "data": [d.data for d in docs],
+        },
+    ).fetchall()
+    out: dict[str, tuple[bool, str]] = {}
+    lost: list[str] = []
+    orphans: list[int] = []
+    for r in rows:
+        if r["new_status"] is not None:
+            out[r["content_sha256"]] = (True, r["new_status"])
+        elif r["known_status"] is not None:
+            out[r["content_sha256"]] = (False, r["known_status"])
+        else:
+            lost.append(r["content_sha256"])
+            orphans.append(r["orphan_oid"])
+    if lost:
+        unlink_blobs(conn, orphans)
+        # The winner committed before our insert went on (ON CONFLICT waits for it), so
+        # a new statement sees its row.
+        found = conn.execute(
+            "SELECT content_sha256, status::text AS status FROM documents"
+            " WHERE content_sha256 = ANY(%s)",
+            (lost,),
+        ).fetchall()
+        statuses = {r["content_sha256"]: r["status"] for r in found}
+        # Deleted again meanwhile: as ``ingest_stream`` says of a duplicate it cannot find.
+        out.update({sha: (False, statuses.get(sha, "unknown")) for sha in lost})
+    return out
 
 
 def delete_document(conn: psycopg.Connection[Any], doc_id: UUID) -> bool:
