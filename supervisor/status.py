@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Any
 
@@ -157,15 +156,34 @@ def _worker_columns(workers: list[dict[str, Any]], *, wide: bool) -> list[Col]:
 
 
 def watch_status(conn: psycopg.Connection[Any], *, interval: float, wide: bool = False) -> int:
+    """Redraw until Ctrl-C (exit 0) or SIGTERM/SIGHUP (exit 128 + signal, a closed
+    terminal included). The signals only set a flag the loop reads between redraws: an
+    exception raised from a handler lands wherever the main thread happens to be (in a
+    query, in rich's drawing), and the exit must not depend on where that is."""
+    import signal
+    import threading
+
     from rich.live import Live
 
-    with Live(status_renderable(gather_status(conn), wide=wide), refresh_per_second=4) as live:
-        try:
-            while True:
-                time.sleep(interval)
-                live.update(status_renderable(gather_status(conn), wide=wide))
-        except KeyboardInterrupt:
-            return 0
+    stopped = threading.Event()
+    received: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stopped.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with Live(status_renderable(gather_status(conn), wide=wide), refresh_per_second=4) as live:
+            try:
+                while not stopped.wait(interval):
+                    live.update(status_renderable(gather_status(conn), wide=wide))
+            except KeyboardInterrupt:
+                return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 + received[0]
 
 
 def _fmt_datetime(t: datetime | None) -> str:
