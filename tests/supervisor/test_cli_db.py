@@ -261,6 +261,14 @@ def test_a_terminated_status_watch_releases_the_server(
 ) -> None:
     watch = spawn("status", "--watch", "--interval", "0.2")
     postmaster = _holding(home, watch)
+    # Signalled once it watches (rich's refresh thread is up), not while it starts: a
+    # signal in the start-up window has been seen to be lost in the full suite (a known
+    # defect, in the closing note), which this test is not about.
+    wait_until(
+        lambda: watch.poll() is not None or len(psutil.Process(watch.pid).threads()) >= 2,
+        "the watch loop to run",
+        timeout=TIMEOUT,
+    )
 
     watch.send_signal(sig)
 
