@@ -133,3 +133,10 @@ def first_line(exc: BaseException) -> str:
     """An error's first line (PostgreSQL's detail lines can quote data), or its type."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def named_first_line(exc: BaseException) -> str:
+    """``TypeError: first line of the message`` (the type alone when there is none):
+    enough to recognise an error, never a traceback."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {first_line(exc)}" if text else type(exc).__name__

@@ -345,14 +345,23 @@ class ServiceError(Exception):
         super().__init__(f"{service} {'refused' if refused else 'failed'}: {error}")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not 1 or more")
-    return value
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not {minimum} or more")
+        return value
+
+    return parse
+
+
+_positive_int = _whole_number(1)
+_slot = _whole_number(0)
 
 
 def _positive_float(text: str) -> float:
@@ -362,16 +371,6 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"{value} is not more than 0")
-    return value
-
-
-def _slot(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not 0 or more")
     return value
 
 

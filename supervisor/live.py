@@ -50,6 +50,7 @@ from rich.text import Text
 
 from ingestd.shared.db import reports
 from ingestd.shared.db.connect import connect
+from ingestd.shared.errors import named_first_line
 from ingestd.shared.states import ACTIVE, TERMINAL, Status
 from ingestd.shared.telemetry.logs import get_logger, redirect_console
 from ingestd.supervisor.children import Child, Kind
@@ -561,8 +562,7 @@ class LiveView:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            error = f"{type(exc).__name__}: {first}".rstrip(": ")
+            error = named_first_line(exc)
             if self._database_error is None:
                 _log.warning("live view: cannot read the database", error=error)
             self._database_error = error

@@ -11,8 +11,9 @@ from psycopg import conninfo
 
 from ingestd.shared.db import server_info
 from ingestd.shared.db.migrate import available, current_version, latest_version
+from ingestd.shared.errors import named_first_line
 from ingestd.supervisor.doctor.disk import free_space
-from ingestd.supervisor.doctor.findings import Result, fail, first_line, ok, skip, warn
+from ingestd.supervisor.doctor.findings import Result, fail, ok, skip, warn
 from ingestd.supervisor.doctor.runner import Context
 
 MIN_SERVER_VERSION = 150_000  # PostgreSQL 15 (see the database_url setting)
@@ -53,13 +54,13 @@ def check_database(ctx: Context) -> Result:
         ctx.conn = connect(target, autocommit=True, application_name="ingestd-doctor")
     except psycopg.ProgrammingError as exc:  # a malformed URL
         return fail(
-            f"{where} is not a valid connection URL: {first_line(exc)}",
+            f"{where} is not a valid connection URL: {named_first_line(exc)}",
             "correct INGESTD_DATABASE_URL (postgresql://user:password@host:5432/dbname)",
             kind="url",
         )
     except psycopg.OperationalError as exc:
         return fail(
-            f"cannot connect to {where}: {first_line(exc)}",
+            f"cannot connect to {where}: {named_first_line(exc)}",
             "start PostgreSQL, or correct INGESTD_DATABASE_URL (host, port, user, password)",
             kind="embedded" if ctx.embedded else "url",
         )

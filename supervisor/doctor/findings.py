@@ -59,10 +59,3 @@ class Finding:
             "seconds": round(self.seconds, 3),
             "details": self.result.details,
         }
-
-
-def first_line(exc: BaseException) -> str:
-    """``TypeError: first line of the message``: enough to recognise, never a traceback."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingestd.shared.errors import ConfigError
+from ingestd.shared.errors import ConfigError, named_first_line
 from ingestd.shared.settings import Settings
-from ingestd.supervisor.doctor.findings import Finding, Result, fail, first_line, skip
+from ingestd.supervisor.doctor.findings import Finding, Result, fail, skip
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,10 @@ def _run_one(check: Check, ctx: Context, box: list[tuple[Result, float]]) -> Non
     try:
         result = check(ctx)
     except ConfigError as exc:
-        result = fail(first_line(exc).removeprefix("ConfigError: "), "correct that setting")
+        result = fail(named_first_line(exc).removeprefix("ConfigError: "), "correct that setting")
     except Exception as exc:
         result = fail(
-            f"unexpected {first_line(exc)}",
+            f"unexpected {named_first_line(exc)}",
             "a bug in this check or in its service: report it with this line",
         )
     box.append((result, time.monotonic() - started))
