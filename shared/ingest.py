@@ -12,7 +12,7 @@ import os
 import stat
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -137,19 +137,10 @@ class _Prepended:
 def ingest_file(
     conn: psycopg.Connection[Any], path: Path, *, source: str | None = None
 ) -> IngestResult:
-    shown = str(path)
-    opened = _open_regular(path)
-    if isinstance(opened, IngestResult):
-        return opened
-    with opened as fh:
-        try:
-            source = source or str(path.resolve())
-            if not _is_utf8(source + path.name):
-                return _badly_named(shown)
-            result = ingest_stream(conn, fh, source=source, filename=path.name)
-        except OSError as exc:
-            return _unreadable(shown, exc)
-    return IngestResult(shown, result.status, result.document_id, result.created, result.error)
+    """Store one file, streamed whatever its size (``ingest_files`` batches small ones)."""
+    outcome = _read_or_stream(conn, path, {}, source=source, stream=True)
+    assert isinstance(outcome, IngestResult)  # streamed: stored, or rejected
+    return outcome
 
 
 # -- many files at once ----------------------------------------------------------------
@@ -201,23 +192,28 @@ def ingest_files(
 
 
 def _read_or_stream(
-    conn: psycopg.Connection[Any], path: Path, resolved_dirs: dict[Path, Path]
+    conn: psycopg.Connection[Any],
+    path: Path,
+    resolved_dirs: dict[Path, Path],
+    *,
+    source: str | None = None,
+    stream: bool = False,
 ) -> IngestResult | _SmallFile:
+    """A small file read whole (to be written with its batch), or a large one, or any
+    with ``stream``, streamed into the database now; or why it was rejected."""
     shown = str(path)
     opened = _open_regular(path)
     if isinstance(opened, IngestResult):
         return opened
     with opened as fh:
         try:
-            source = str(_resolve(path, resolved_dirs))
+            source = source or str(_resolve(path, resolved_dirs))
             if not _is_utf8(source + path.name):
                 return _badly_named(shown)
-            data = _read_small(fh)
+            data = None if stream else _read_small(fh)
             if data is None:
                 result = ingest_stream(conn, fh, source=source, filename=path.name)
-                return IngestResult(
-                    shown, result.status, result.document_id, result.created, result.error
-                )
+                return replace(result, path=shown)
         except OSError as exc:
             return _unreadable(shown, exc)
     if not data:
