@@ -14,17 +14,8 @@ from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 from ingestd.shared.errors import ErrorClass, InvalidInput
 from ingestd.shared.parsers import APPLICATION_PDF, iter_blocks, limits
 from ingestd.shared.parsers import pdf as pdf_module
+from tests.shared.pdf_docs import blank_pages
 from tests.workers.support import run_worker
-
-
-def blank_pages(count: int) -> bytes:
-    """``count`` empty pages: ~125 bytes a page, 20,000 pages in about a second."""
-    writer = PdfWriter()
-    for _ in range(count):
-        writer.add_blank_page(612, 792)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
 def dense_page_pdf(lines: list[int]) -> bytes:

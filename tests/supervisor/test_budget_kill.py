@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from pypdf import PdfWriter
 from reportlab.pdfgen import canvas
 
 from ingestd.shared.exitcodes import EXIT_OK
+from tests.shared.pdf_docs import blank_pages
 from tests.supervisor.arbiter_support import ArbiterRun, wait_until
 from tests.supervisor.test_arbiter_deaths import document, failure_events
 
@@ -28,15 +28,6 @@ def one_page_pdf() -> bytes:
     pdf.showPage()
     pdf.save()
     return buf.getvalue()
-
-
-def blank_pages(count: int) -> bytes:
-    writer = PdfWriter()
-    for _ in range(count):
-        writer.add_blank_page(612, 792)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
 def status_of(conn: psycopg.Connection[Any], doc: Any) -> str:
